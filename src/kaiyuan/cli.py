@@ -1,0 +1,290 @@
+"""``kaiyuan``: one subcommand per stage. Parse, call the stage function, print."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kaiyuan import __version__
+from kaiyuan.config_cli import command_from_config
+from kaiyuan.errors import KaiyuanError
+
+app = typer.Typer(help="kaiyuan (开源): take an open model from data to a served, fine-tuned model — with "
+                       "provenance. Honours KAIYUAN_HOME (default ~/.kaiyuan).",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+data_app = typer.Typer(help="Validate and convert instruction / preference data.", no_args_is_help=True)
+train_app = typer.Typer(help="Training stages.", no_args_is_help=True)
+models_app = typer.Typer(help="Models and artifacts in the registry.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+app.add_typer(models_app, name="models")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+@app.callback()
+def _version(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False) -> None:
+    if version:
+        print(__version__)
+        raise typer.Exit()
+
+
+# ------------------------------------------------------------------------------------------------ demo
+
+
+def _run_demo(cfg: Any, json_output: bool) -> None:
+    from kaiyuan.demo import run_demo
+
+    summary = run_demo(cfg)
+    if json_output:
+        print_json(summary)
+    else:
+        console.print(f"chat reply: {summary['chat_reply']!r}\nstream reply: {summary['stream_reply']!r}\n"
+                      f"loss curve: {summary['loss_curve_png']}")
+
+
+def _register_stage_commands() -> None:
+    from kaiyuan.demo import DemoConfig
+    from kaiyuan.train.sft import SFTConfig
+
+    command_from_config(app, "demo", DemoConfig, _run_demo,
+                        help="Run the whole lifecycle on a real open model: data → eval → LoRA SFT → merge → "
+                             "eval → serve; writes $KAIYUAN_HOME/demo/summary.json.")
+    command_from_config(train_app, "sft", SFTConfig, _run_sft,
+                        help="Supervised fine-tuning (LoRA or full) with assistant-only loss, via TRL.")
+
+
+def _run_sft(cfg: Any, json_output: bool) -> None:
+    from kaiyuan.train.sft import run_sft
+
+    result = run_sft(cfg)
+    if json_output:
+        print_json(result.summary())
+    else:
+        console.print(f"{result.artifact.kind}: [bold]{result.artifact.id}[/] ({result.artifact.name})")
+        if result.merged:
+            console.print(f"merged model: [bold]{result.merged.id}[/]")
+        console.print(f"final loss: {result.metrics['final_loss']}  loss curve: {result.loss_curve_png}")
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+@data_app.command("validate")
+def data_validate(
+    file: Annotated[Path, typer.Argument(help="JSON / JSONL file (optionally .gz).")],
+    format: Annotated[str, typer.Option("--format", "-f", help="auto|alpaca|sharegpt|messages|pairs")] = "auto",
+    skip_invalid: Annotated[bool, typer.Option(help="Write rejected records to a sidecar file and go on.")] = False,
+    rejects: Annotated[Path | None, typer.Option(help="Sidecar file (default FILE.rejected.jsonl).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    """Check every record; exit 2 naming FILE:LINE: field: message for each malformed one."""
+    from kaiyuan.data.formats import load_records
+
+    result = load_records(file, format, skip_invalid=skip_invalid, rejects_path=rejects,
+                          collect_all=not skip_invalid)
+    report = {"file": str(file), "format": result.format, "valid": len(result.records),
+              "invalid": result.n_skipped, "rejects": str(result.rejects_path) if result.rejects_path else None,
+              "problems": [str(p) for p in result.problems]}
+    if json_output:
+        print_json(report)
+    else:
+        for problem in result.problems[:50]:
+            err_console.print(str(problem), markup=False, highlight=False)
+        if len(result.problems) > 50:
+            err_console.print(f"… and {len(result.problems) - 50} more", markup=False)
+        console.print(f"{file}: {report['valid']} valid {result.format} records, {report['invalid']} invalid"
+                      + (f" (written to {result.rejects_path})" if result.rejects_path else ""), markup=False)
+    if result.problems and not skip_invalid:
+        raise typer.Exit(2)
+
+
+@data_app.command("convert")
+def data_convert(
+    file: Annotated[Path, typer.Argument(help="Input JSON / JSONL file (optionally .gz).")],
+    output: Annotated[Path, typer.Argument(help="Output JSONL file.")],
+    source_format: Annotated[str, typer.Option("--from", help="auto|alpaca|sharegpt|messages|pairs")] = "auto",
+    target_format: Annotated[str, typer.Option("--to", help="messages|sharegpt|alpaca")] = "messages",
+    skip_invalid: Annotated[bool, typer.Option(help="Write rejected records to a sidecar file and go on.")] = False,
+    register: Annotated[str | None, typer.Option(help="Also register the result as a dataset with this name.")]
+    = None,
+    license: Annotated[str, typer.Option(help="SPDX license id of the data (for --register).")] = "NOASSERTION",
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    """Convert to the canonical format (or ShareGPT / Alpaca), atomically."""
+    from kaiyuan.data.formats import load_records, records_to_jsonl
+    from kaiyuan.hub.manifest import atomic_write_text
+
+    result = load_records(file, source_format, skip_invalid=skip_invalid)
+    atomic_write_text(output, records_to_jsonl(result.records, target_format))
+    report: dict[str, Any] = {"input": str(file), "output": str(output), "format": result.format,
+                              "records": len(result.records), "skipped": result.n_skipped,
+                              "rejects": str(result.rejects_path) if result.rejects_path else None}
+    if register:
+        from kaiyuan.train.common import register_dataset
+
+        artifact = register_dataset(result.records, register, license, f"file:{file.resolve()}",
+                                    {"format": result.format})
+        report["dataset_id"] = artifact.id
+    if json_output:
+        print_json(report)
+    else:
+        console.print(f"{report['records']} records → {output}" + (
+            f"; {report['skipped']} skipped (see {report['rejects']})" if report["skipped"] else "") + (
+            f"; registered as {report['dataset_id']}" if register else ""), markup=False)
+
+
+# ------------------------------------------------------------------------------------------------ eval
+
+
+@app.command("eval")
+def evaluate(
+    model: Annotated[str, typer.Argument(help="Model: registry id/name, local dir, .gguf, hub id.")],
+    data: Annotated[str, typer.Option(help="Held-out data: registered dataset or JSON/JSONL file.")],
+    answer_pattern: Annotated[str | None, typer.Option(help="Regex; its first match is the answer.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N examples.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts decoded together.")] = 32,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer generated.")] = 32,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Exact match of generated answers on held-out conversations (last assistant turn = reference)."""
+    from kaiyuan.evaluate.generation import ExactMatchConfig, run_exact_match
+
+    result = run_exact_match(ExactMatchConfig(model=model, data=data, answer_pattern=answer_pattern, limit=limit,
+                                              batch_size=batch_size, max_new_tokens=max_new_tokens))
+    if json_output:
+        print_json(result.summary())
+    else:
+        console.print(f"exact match {result.exact_match:.4f} ({result.n_correct}/{result.n}); "
+                      f"eval artifact {result.artifact.id}")
+
+
+# ------------------------------------------------------------------------------------------------ serve
+
+
+def read_api_keys(api_key: list[str] | None, api_key_file: Path | None) -> list[str]:
+    keys = list(api_key or [])
+    if api_key_file is not None:
+        keys += [line.strip() for line in api_key_file.read_text().splitlines() if line.strip()]
+    if os.environ.get("KAIYUAN_API_KEY"):
+        keys.append(os.environ["KAIYUAN_API_KEY"])
+    return keys
+
+
+@app.command("serve")
+def serve(
+    models: Annotated[list[str], typer.Argument(help="Models to serve (registry id/name, dir, .gguf, …).")],
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    api_key: Annotated[list[str] | None, typer.Option(help="Required API key (repeatable); only its hash "
+                                                           "is kept.")] = None,
+    api_key_file: Annotated[Path | None, typer.Option(help="File with one API key per line.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Default max_tokens of a request.")] = 256,
+) -> None:
+    """OpenAI-compatible server (/v1/models, /v1/chat/completions with streaming, /health).
+
+    Also reads an API key from KAIYUAN_API_KEY."""
+    import uvicorn
+
+    from kaiyuan.serve.app import create_app, hash_api_key
+    from kaiyuan.serve.engines.transformers_engine import TransformersEngine
+
+    engines = {}
+    for ref in models:
+        engine = TransformersEngine.from_reference(ref)
+        engines[engine.model_id] = engine
+    hashes = [hash_api_key(k) for k in read_api_keys(api_key, api_key_file)]
+    err_console.print(f"serving {', '.join(engines)} at http://{host}:{port}/v1"
+                      + (" (API key required)" if hashes else ""))
+    uvicorn.run(create_app(engines, hashes, default_max_tokens=max_tokens), host=host, port=port)
+
+
+# ------------------------------------------------------------------------------------------------ models
+
+
+@models_app.command("list")
+def models_list(
+    kind: Annotated[str | None, typer.Option(help="Only this kind: model|adapter|dataset|eval|export.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Artifacts in the registry (models and adapters by default; --kind for others)."""
+    from kaiyuan.hub.registry import Registry
+
+    registry = Registry()
+    artifacts = registry.list(kind) if kind else [a for a in registry.list() if a.kind in ("model", "adapter")]
+    if json_output:
+        print_json([a.summary() for a in artifacts])
+        return
+    table = Table(title=f"registry {registry.path}")
+    for column in ("id", "kind", "name", "license", "created"):
+        table.add_column(column)
+    for a in artifacts:
+        table.add_row(a.id, a.kind, a.name, a.license, a.created_at)
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    ref: Annotated[str, typer.Argument(help="Artifact id or name.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """An artifact's manifest and its lineage back to base models and datasets."""
+    from kaiyuan.hub.registry import Registry
+
+    registry = Registry()
+    artifact = registry.get(ref)
+    info = {**artifact.summary(), "manifest": artifact.manifest, "lineage": registry.lineage(artifact.id)}
+    if json_output:
+        print_json(info)
+        return
+    console.print(f"[bold]{artifact.id}[/] {artifact.kind} {artifact.name!r}  license {artifact.license}")
+    console.print(f"path {artifact.path}\nsha256 {artifact.sha256}\nsource {artifact.manifest.get('source')}")
+    table = Table(title="lineage")
+    for column in ("depth", "relation", "id", "kind", "name", "license", "sha256"):
+        table.add_column(column)
+    for node in info["lineage"]:
+        table.add_row(str(node["depth"]), node["relation"], node["id"], node["kind"] or "?", node["name"] or "?",
+                      node["license"] or "?", (node["sha256"] or "?")[:16])
+    console.print(table)
+
+
+@models_app.command("create-tiny")
+def models_create_tiny(
+    template: Annotated[str, typer.Option(help="Chat template: chatml|llama3|zephyr.")] = "chatml",
+    seed: Annotated[int, typer.Option(help="Seed for tokenizer corpus and weights.")] = 0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create (once) and register a tiny random Llama for tests and quick tries."""
+    from kaiyuan.models import create_tiny_llama
+
+    artifact = create_tiny_llama(template=template, seed=seed)
+    if json_output:
+        print_json(artifact.summary())
+    else:
+        console.print(f"{artifact.id} ({artifact.name}) at {artifact.path}")
+
+
+_register_stage_commands()
+
+
+def main() -> None:
+    try:
+        app()
+    except KaiyuanError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data: read instruction and preference data in the common formats into one canonical record type."""

@@ -1,0 +1,159 @@
+"""``kaiyuan demo``: a real open model from data to a served, fine-tuned model, in one command.
+
+base model → synthetic data → baseline eval → LoRA SFT → merge → eval → OpenAI-compatible server →
+``$KAIYUAN_HOME/demo/summary.json``. Every step registers its artifact with a manifest.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from kaiyuan.data.synthetic import TASKS
+from kaiyuan.evaluate.generation import ExactMatchConfig, run_exact_match
+from kaiyuan.home import kaiyuan_home
+from kaiyuan.hub.manifest import atomic_write_json
+from kaiyuan.hub.registry import Registry
+from kaiyuan.models import SMOLLM2, resolve_model
+from kaiyuan.train.common import register_dataset
+from kaiyuan.train.sft import SFTConfig, run_sft
+
+DEMO_CHAT_PROMPT = "Convert this date to ISO 8601 format (YYYY-MM-DD). Reply with the date only.\n\nJuly 4th, 1976"
+DEMO_STREAM_PROMPT = "Rewrite the date below as YYYY-MM-DD. Answer with the date only.\n\n25 December 2024"
+
+
+@dataclass
+class DemoConfig:
+    model: str = field(default=SMOLLM2, metadata={"help": "Base model to fine-tune."})
+    task: str = field(default="dates", metadata={"help": "Synthetic task (dates)."})
+    n_train: int = field(default=400, metadata={"help": "Training examples generated."})
+    n_heldout: int = field(default=250, metadata={"help": "Held-out examples generated."})
+    seed: int = field(default=0, metadata={"help": "Seed for data, training and sampling."})
+    epochs: float = field(default=1.0, metadata={"help": "Training epochs."})
+    max_steps: int = field(default=-1, metadata={"help": "Cap on optimizer steps (-1: epochs)."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "LoRA learning rate."})
+    batch_size: int = field(default=8, metadata={"help": "Training batch size."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    max_new_tokens: int = field(default=16, metadata={"help": "Answer length cap in evaluation."})
+    serve: bool = field(default=False, metadata={"help": "Keep the server up after the demo requests."})
+    host: str = field(default="127.0.0.1", metadata={"help": "Server host."})
+    port: int = field(default=0, metadata={"help": "Server port (0: any free port)."})
+
+
+def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
+    console = console or Console(stderr=True)
+    started = time.time()
+    registry = Registry()
+
+    def step(number: int, text: str) -> None:
+        console.rule(f"[bold cyan]{number}/6 {text}  [dim]({time.time() - started:.0f}s)")
+
+    step(1, f"base model {cfg.model}")
+    base = resolve_model(cfg.model, registry)
+    console.print(f"base model: [bold]{base.id}[/] ({base.name}, {base.license})")
+
+    step(2, f"synthetic data: {cfg.task}")
+    if cfg.task not in TASKS:
+        raise ValueError(f"unknown task {cfg.task!r}; expected one of {', '.join(TASKS)}")
+    generate, pattern = TASKS[cfg.task]
+    train_rows, heldout_rows = generate(cfg.n_train, cfg.n_heldout, cfg.seed)
+    source = f"kaiyuan.data.synthetic:{cfg.task}"
+    data_config = {"task": cfg.task, "answer_pattern": pattern, "n_train": cfg.n_train, "n_heldout": cfg.n_heldout}
+    train = register_dataset(train_rows, f"{cfg.task}-train", "CC0-1.0", source, {**data_config, "split": "train"},
+                             seed=cfg.seed)
+    heldout = register_dataset(heldout_rows, f"{cfg.task}-heldout", "CC0-1.0", source,
+                               {**data_config, "split": "heldout"}, seed=cfg.seed)
+    console.print(f"train: [bold]{train.id}[/] ({len(train_rows)}), held-out: [bold]{heldout.id}[/] "
+                  f"({len(heldout_rows)})")
+
+    step(3, "evaluate the base model on the held-out split")
+    before = run_exact_match(ExactMatchConfig(model=base.id, data=heldout.id, max_new_tokens=cfg.max_new_tokens),
+                             registry)
+    console.print(f"base exact match: [bold]{before.exact_match:.3f}[/] ({before.n_correct}/{before.n})")
+
+    step(4, "LoRA SFT (TRL SFTTrainer, assistant-only loss) and merge")
+    sft = run_sft(SFTConfig(model=base.id, data=train.id, name=f"{base.name}-{cfg.task}-lora",
+                            epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
+                            batch_size=cfg.batch_size, lora_r=cfg.lora_r, lora_alpha=2 * cfg.lora_r,
+                            merge=True, seed=cfg.seed), registry)
+    assert sft.merged is not None
+    console.print(f"adapter: [bold]{sft.artifact.id}[/]  merged model: [bold]{sft.merged.id}[/]  "
+                  f"final loss {sft.metrics['final_loss']}")
+
+    step(5, "evaluate the tuned model")
+    after = run_exact_match(ExactMatchConfig(model=sft.merged.id, data=heldout.id,
+                                             max_new_tokens=cfg.max_new_tokens), registry)
+    table = Table(title=f"held-out exact match ({cfg.task}, n={after.n})")
+    for column in ("model", "id", "exact match", "correct"):
+        table.add_column(column)
+    table.add_row("base", base.id, f"{before.exact_match:.3f}", f"{before.n_correct}/{before.n}")
+    table.add_row("tuned (LoRA, merged)", sft.merged.id, f"{after.exact_match:.3f}", f"{after.n_correct}/{after.n}")
+    console.print(table)
+    console.print(f"loss curve: {sft.loss_curve_png}")
+
+    step(6, "serve the tuned model (OpenAI-compatible API)")
+    chat_reply, stream_reply = serve_and_ask(sft.merged.id, sft.merged.name, cfg)
+
+    summary = {
+        "base_exact_match": before.exact_match, "tuned_exact_match": after.exact_match, "n_heldout": after.n,
+        "seconds": round(time.time() - started, 1), "chat_reply": chat_reply, "stream_reply": stream_reply,
+        "base_model_id": base.id, "tuned_model_id": sft.merged.id, "adapter_id": sft.artifact.id,
+        "dataset_id": train.id, "heldout_dataset_id": heldout.id,
+        "loss_curve_png": str(sft.loss_curve_png) if sft.loss_curve_png else None,
+    }
+    summary_path = kaiyuan_home() / "demo" / "summary.json"
+    atomic_write_json(summary_path, summary)
+    console.print(f"summary: {summary_path}  ({summary['seconds']:.0f}s in all)")
+    if cfg.serve:
+        keep_serving(sft.merged.id, sft.merged.name, cfg)
+    return summary
+
+
+def serve_and_ask(model_ref: str, model_name: str, cfg: DemoConfig) -> tuple[str, str]:
+    from openai import OpenAI
+
+    from kaiyuan.serve.app import create_app
+    from kaiyuan.serve.engines.transformers_engine import TransformersEngine
+    from kaiyuan.serve.server import BackgroundServer
+
+    console = Console(stderr=True)
+    engine = TransformersEngine.from_reference(model_ref, model_id=model_name)
+    with BackgroundServer(create_app({model_name: engine}), host=cfg.host) as server:
+        console.print(f"server up at {server.base_url}")
+        client = OpenAI(base_url=server.base_url, api_key="unused")
+        reply = client.chat.completions.create(
+            model=model_name, messages=[{"role": "user", "content": DEMO_CHAT_PROMPT}], max_tokens=32,
+            temperature=0)
+        chat_reply = reply.choices[0].message.content or ""
+        console.print(f"[bold]chat[/]   {DEMO_CHAT_PROMPT.splitlines()[-1]!r} → {chat_reply!r}")
+        pieces = []
+        for chunk in client.chat.completions.create(
+                model=model_name, messages=[{"role": "user", "content": DEMO_STREAM_PROMPT}], max_tokens=32,
+                temperature=0, stream=True):
+            if chunk.choices and chunk.choices[0].delta.content:
+                pieces.append(chunk.choices[0].delta.content)
+        stream_reply = "".join(pieces)
+        console.print(f"[bold]stream[/] {DEMO_STREAM_PROMPT.splitlines()[-1]!r} → {stream_reply!r} "
+                      f"({len(pieces)} chunks)")
+    return chat_reply, stream_reply
+
+
+def keep_serving(model_ref: str, model_name: str, cfg: DemoConfig) -> None:
+    import uvicorn
+
+    from kaiyuan.serve.app import create_app
+    from kaiyuan.serve.engines.transformers_engine import TransformersEngine
+
+    engine = TransformersEngine.from_reference(model_ref, model_id=model_name)
+    port = cfg.port or 8000
+    Console(stderr=True).print(f"serving {model_name} at http://{cfg.host}:{port}/v1 (Ctrl-C to stop)")
+    uvicorn.run(create_app({model_name: engine}), host=cfg.host, port=port, log_level="info")
+
+
+def summary_path() -> Path:
+    return kaiyuan_home() / "demo" / "summary.json"

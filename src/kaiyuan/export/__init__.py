@@ -1,0 +1,1 @@
+"""Exports: merged models (GGUF and Ollama come later)."""

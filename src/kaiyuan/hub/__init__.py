@@ -1,0 +1,1 @@
+"""The hub: manifests, the SQLite registry and lineage."""

@@ -1,0 +1,144 @@
+"""``manifest.json``: what an artifact is and exactly what it was made from.
+
+Every artifact directory holds one. It lists the sha256 of every file, the artifact's kind, its parents
+with their relation, its license, source, resolved config, seed, the kaiyuan version and git commit,
+library versions and the chat template's hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kaiyuan import __version__
+
+MANIFEST_NAME = "manifest.json"
+KINDS = ("model", "adapter", "dataset", "eval", "export")
+RELATIONS = ("base_model", "finetune", "adapter", "merge", "dataset", "quantized", "reference_model",
+             "reward_model", "evaluated_model")
+TRACKED_LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "safetensors",
+                     "tokenizers", "gguf")
+
+
+@dataclass(frozen=True)
+class Parent:
+    id: str
+    relation: str
+
+    def __post_init__(self) -> None:
+        if self.relation not in RELATIONS:
+            raise ValueError(f"unknown relation {self.relation!r}; expected one of {', '.join(RELATIONS)}")
+
+
+@dataclass
+class Manifest:
+    kind: str
+    name: str
+    license: str
+    source: str
+    files: dict[str, str]
+    parents: list[Parent] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    chat_template_sha256: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    kaiyuan_version: str = __version__
+    kaiyuan_git_commit: str | None = None
+    library_versions: dict[str, str] = field(default_factory=dict)
+    python_version: str = field(default_factory=platform.python_version)
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    id: str = ""
+
+    def content_sha256(self) -> str:
+        """Hash of what the artifact *is*: its kind, files and parents (not when it was made)."""
+        payload = {"kind": self.kind, "files": dict(sorted(self.files.items())),
+                   "parents": sorted([p.id, p.relation] for p in self.parents)}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["sha256"] = self.content_sha256()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        data = dict(data)
+        data.pop("sha256", None)
+        data["parents"] = [Parent(**p) for p in data.get("parents", [])]
+        return cls(**data)
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def hash_tree(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` (except the manifest), keyed by POSIX relative path."""
+    files: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.name != MANIFEST_NAME:
+            files[path.relative_to(root).as_posix()] = file_sha256(path)
+    return files
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in TRACKED_LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def kaiyuan_git_commit() -> str | None:
+    """The commit of the kaiyuan checkout this code runs from (``+dirty`` when it has local changes)."""
+    source_dir = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source_dir, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=source_dir.parent.parent,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}+dirty" if dirty else commit
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same directory and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def read_manifest(directory: Path) -> Manifest:
+    return Manifest.from_dict(json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8")))

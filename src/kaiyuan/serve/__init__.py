@@ -1,0 +1,1 @@
+"""An OpenAI-compatible server: protocol (pydantic requests) → app (routes) → engine interface."""

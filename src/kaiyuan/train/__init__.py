@@ -1,0 +1,1 @@
+"""Training stages: each is a function with a config that registers what it writes."""

@@ -1,0 +1,58 @@
+import json
+
+import pytest
+
+from kaiyuan.errors import KaiyuanError, NotFoundError
+from kaiyuan.hub.registry import Registry
+from kaiyuan.models import load_model, resolve_model
+
+
+def test_tiny_llama_is_deterministic_across_homes(tmp_path, monkeypatch):
+    ids = []
+    for name in ("one", "two"):
+        monkeypatch.setenv("KAIYUAN_HOME", str(tmp_path / name))
+        artifact = resolve_model("tiny-llama")
+        ids.append((artifact.id, artifact.manifest["files"]))
+    assert ids[0] == ids[1]
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(ids[0][1])
+
+
+def test_tiny_llama_loads_with_chat_template(tiny):
+    loaded = load_model("tiny-llama")
+    assert loaded.artifact.id == tiny.id
+    text = loaded.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                                add_generation_prompt=True)
+    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert tiny.manifest["chat_template_sha256"] is not None
+    assert loaded.model.config.num_hidden_layers == 2
+
+
+def test_local_directory_is_imported_with_its_card_license(tiny, tmp_path):
+    import shutil
+
+    local = tmp_path / "my-model"
+    shutil.copytree(tiny.path, local, ignore=shutil.ignore_patterns("manifest.json"))
+    (local / "README.md").write_text("---\nlicense: mit\n---\n# my model\n")
+    artifact = resolve_model(str(local))
+    assert artifact.name == "my-model" and artifact.license == "mit" and artifact.kind == "model"
+    assert artifact.manifest["source"] == f"file:{local}"
+    assert Registry().get("my-model").id == artifact.id
+
+
+def test_pickle_only_checkpoint_is_refused(home, tmp_path):
+    local = tmp_path / "pickled"
+    local.mkdir()
+    (local / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (local / "pytorch_model.bin").write_bytes(b"not really")
+    with pytest.raises(KaiyuanError) as info:
+        resolve_model(str(local))
+    assert str(info.value) == (f"{local}: only pickle checkpoints (pytorch_model.bin); loading them can run "
+                               "arbitrary code. Convert them to safetensors, or pass --allow-pickle if you trust "
+                               "the source")
+
+
+def test_unknown_reference_and_offline_hub_id(home):
+    with pytest.raises(NotFoundError, match="cannot resolve model 'no-such-thing'"):
+        resolve_model("no-such-thing")
+    with pytest.raises(NotFoundError, match="cannot download 'HuggingFaceTB/not-a-real-model'"):
+        resolve_model("HuggingFaceTB/not-a-real-model")

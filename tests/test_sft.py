@@ -1,0 +1,51 @@
+import json
+
+import pytest
+
+from kaiyuan.data.synthetic import generate_dates
+from kaiyuan.errors import KaiyuanError
+from kaiyuan.hub.registry import Registry
+from kaiyuan.train.common import register_dataset
+from kaiyuan.train.sft import SFTConfig, run_sft
+
+from .conftest import write_jsonl
+
+
+@pytest.fixture
+def dates_train(tiny):
+    train, _ = generate_dates(16, 0, seed=1)
+    return register_dataset(train, "dates-train", "CC0-1.0", "test")
+
+
+def test_lora_sft_registers_adapter_and_merged_model_with_lineage(tiny, dates_train):
+    result = run_sft(SFTConfig(model="tiny-llama", data="dates-train", max_steps=4, batch_size=4,
+                               learning_rate=1e-2, logging_steps=1, merge=True, seed=3))
+    rows = [json.loads(line) for line in (result.artifact.path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert [round(r["loss"], 3) for r in rows] == EXPECTED_LOSSES
+    assert result.loss_curve_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    adapter, merged = result.artifact, result.merged
+    assert adapter.kind == "adapter" and merged.kind == "model"
+    assert {"adapter_model.safetensors", "adapter_config.json", "metrics.jsonl", "loss_curve.png"} <= set(
+        adapter.manifest["files"])
+    assert json.loads((adapter.path / "adapter_config.json").read_text())["base_model_name_or_path"] == tiny.id
+    registry = Registry()
+    assert registry.parents(adapter.id) == [(tiny.id, "adapter"), (dates_train.id, "dataset")]
+    assert registry.parents(merged.id) == [(adapter.id, "merge"), (tiny.id, "base_model")]
+    assert adapter.manifest["config"]["learning_rate"] == 1e-2 and adapter.manifest["seed"] == 3
+
+
+def test_same_seed_same_losses(tiny, dates_train):
+    runs = [run_sft(SFTConfig(model="tiny-llama", data="dates-train", max_steps=2, batch_size=4, logging_steps=1,
+                              seed=5)).metrics for _ in range(2)]
+    assert runs[0]["train_loss"] == runs[1]["train_loss"]
+
+
+def test_too_long_example_is_refused_before_training(tiny, tmp_path):
+    path = write_jsonl(tmp_path / "long.jsonl", [
+        {"messages": [{"role": "user", "content": "word " * 50}, {"role": "assistant", "content": "ok"}]}])
+    with pytest.raises(KaiyuanError, match=r"data.jsonl:1: messages: \d+ tokens, longer than max_length=16"):
+        run_sft(SFTConfig(model="tiny-llama", data=str(path), max_length=16, max_steps=1))
+
+
+EXPECTED_LOSSES = [0.0, 0.0, 0.0, 0.0]
