@@ -48,4 +48,4 @@ def test_too_long_example_is_refused_before_training(tiny, tmp_path):
         run_sft(SFTConfig(model="tiny-llama", data=str(path), max_length=16, max_steps=1))
 
 
-EXPECTED_LOSSES = [0.0, 0.0, 0.0, 0.0]
+EXPECTED_LOSSES = [6.172, 6.032, 5.888, 5.866]  # tiny-llama, seed 3 (torchtune-style exact values)

@@ -112,7 +112,8 @@ def run_sft(cfg: SFTConfig, registry: Registry | None = None) -> SFTResult:
         output_dir=str(run_dir), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        max_length=cfg.max_length, logging_steps=cfg.logging_steps, logging_first_step=True, save_strategy="no", report_to="none",
+        max_length=cfg.max_length, logging_steps=cfg.logging_steps, logging_first_step=True,
+        save_strategy="no", report_to="none",
         seed=cfg.seed, data_seed=cfg.seed, use_cpu=use_cpu(), bf16=False, fp16=False,
         dataset_num_proc=None, disable_tqdm=False,
     )

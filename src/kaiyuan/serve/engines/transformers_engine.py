@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -42,6 +43,45 @@ class StopTrimmer:
         return out
 
 
+class TokenStreamer:
+    """A transformers streamer that yields text as each token arrives (not word by word).
+
+    The generated ids are decoded as a whole each time and the new suffix is emitted, so multi-token
+    characters come out whole; a trailing replacement character waits for the token that completes it.
+    """
+
+    def __init__(self, tokenizer: Any, timeout: float | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.queue: queue.Queue[str | None] = queue.Queue()
+        self.timeout = timeout
+        self.ids: list[int] = []
+        self.sent = 0
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # generate() first passes the prompt
+            self.prompt_seen = True
+            return
+        self.ids.extend(value.reshape(-1).tolist())
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return
+        if len(text) > self.sent:
+            self.queue.put(text[self.sent:])
+            self.sent = len(text)
+
+    def end(self) -> None:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if len(text) > self.sent:
+            self.queue.put(text[self.sent:])
+            self.sent = len(text)
+        self.queue.put(None)
+
+    def __iter__(self) -> Iterator[str]:
+        while (item := self.queue.get(timeout=self.timeout)) is not None:
+            yield item
+
+
 class TransformersEngine:
     def __init__(self, model: Any, tokenizer: Any, model_id: str) -> None:
         self.model = model
@@ -79,10 +119,8 @@ class TransformersEngine:
 
     def stream(self, messages: list[dict[str, str]], params: SamplingParams) -> Iterator[StreamEvent]:
         import torch
-        from transformers import TextIteratorStreamer
-
         prompt_ids = self._prompt_ids(messages, params)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        streamer = TokenStreamer(self.tokenizer)
         sample = params.temperature > 0
         kwargs: dict[str, Any] = {
             "input_ids": torch.tensor([prompt_ids], device=self.model.device),
