@@ -47,8 +47,8 @@ def test_pickle_only_checkpoint_is_refused(home, tmp_path):
     with pytest.raises(KaiyuanError) as info:
         resolve_model(str(local))
     assert str(info.value) == (f"{local}: only pickle checkpoints (pytorch_model.bin); loading them can run "
-                               "arbitrary code. Convert them to safetensors, or pass --allow-pickle if you trust "
-                               "the source")
+                               "arbitrary code. Convert them to safetensors, or pass `kaiyuan --allow-pickle ...` if "
+                               "you trust the source")
 
 
 def test_unknown_reference_and_offline_hub_id(home):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -29,12 +30,24 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def library_chatter_to_stderr() -> contextlib.AbstractContextManager:
+    """Libraries (transformers' Trainer, datasets) print progress to stdout; keep stdout for results."""
+    return contextlib.redirect_stdout(sys.stderr)
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 @app.callback()
-def _version(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False) -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow loading pickle checkpoints "
+                                                                     "(.bin/.pt): only for sources you trust.")]
+    = False,
+) -> None:
+    if allow_pickle:
+        os.environ["KAIYUAN_ALLOW_PICKLE"] = "1"
     if version:
         print(__version__)
         raise typer.Exit()
@@ -46,7 +59,8 @@ def _version(version: Annotated[bool, typer.Option("--version", help="Print the 
 def _run_demo(cfg: Any, json_output: bool) -> None:
     from kaiyuan.demo import run_demo
 
-    summary = run_demo(cfg)
+    with library_chatter_to_stderr():
+        summary = run_demo(cfg)
     if json_output:
         print_json(summary)
     else:
@@ -68,7 +82,8 @@ def _register_stage_commands() -> None:
 def _run_sft(cfg: Any, json_output: bool) -> None:
     from kaiyuan.train.sft import run_sft
 
-    result = run_sft(cfg)
+    with library_chatter_to_stderr():
+        result = run_sft(cfg)
     if json_output:
         print_json(result.summary())
     else:
@@ -161,8 +176,9 @@ def evaluate(
     """Exact match of generated answers on held-out conversations (last assistant turn = reference)."""
     from kaiyuan.evaluate.generation import ExactMatchConfig, run_exact_match
 
-    result = run_exact_match(ExactMatchConfig(model=model, data=data, answer_pattern=answer_pattern, limit=limit,
-                                              batch_size=batch_size, max_new_tokens=max_new_tokens))
+    with library_chatter_to_stderr():
+        result = run_exact_match(ExactMatchConfig(model=model, data=data, answer_pattern=answer_pattern,
+                                                  limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens))
     if json_output:
         print_json(result.summary())
     else:
@@ -228,9 +244,9 @@ def models_list(
         return
     table = Table(title=f"registry {registry.path}")
     for column in ("id", "kind", "name", "license", "created"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "name", overflow="fold")
     for a in artifacts:
-        table.add_row(a.id, a.kind, a.name, a.license, a.created_at)
+        table.add_row(a.id, a.kind, a.name, a.license, a.created_at.replace("T", " ")[:16])
     console.print(table)
 
 

