@@ -26,6 +26,7 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/eval_batching.py
+	$(BIN)/python benchmarks/sft_throughput.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

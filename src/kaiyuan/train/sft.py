@@ -40,6 +40,8 @@ class SFTConfig:
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
     lora_target_modules: str = field(default="all-linear", metadata={"help": "Comma list or all-linear."})
     merge: bool = field(default=False, metadata={"help": "Also merge the adapter and register the model."})
+    answer_only_head: bool = field(default=True, metadata={
+        "help": "Run the LM head only at trained positions (same loss, faster); off: TRL's own loss."})
     logging_steps: int = field(default=5, metadata={"help": "Log loss every N steps."})
     seed: int = field(default=42, metadata={"help": "Seed for data order and initialization."})
     data_license: str = field(default="NOASSERTION", metadata={"help": "License of a data file (SPDX)."})
@@ -118,7 +120,12 @@ def run_sft(cfg: SFTConfig, registry: Registry | None = None) -> SFTResult:
         dataset_num_proc=None, disable_tqdm=False,
     )
     torch.manual_seed(cfg.seed)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
+    trainer_class = SFTTrainer
+    if cfg.answer_only_head:
+        from kaiyuan.train.answer_loss import AnswerOnlyHeadSFTTrainer
+
+        trainer_class = AnswerOnlyHeadSFTTrainer
+    trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
                          peft_config=peft_config)
     started = time.time()
     train_output = trainer.train()
