@@ -97,6 +97,15 @@ def test_skip_invalid_writes_rejects_sidecar_and_counts(tmp_path):
                          "record": bad}]
 
 
+def test_rejects_keep_the_raw_text_of_unparsable_lines(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(CANONICAL) + "\n" + '{"messages": [' + "\n")
+    result = load_records(path, skip_invalid=True)
+    rejected = json.loads(result.rejects_path.read_text())
+    assert rejected == {"line": 2, "field": "json", "error": "invalid JSON: Expecting value (column 15)",
+                        "record": '{"messages": ['}
+
+
 def test_convert_to_sharegpt_and_alpaca(tmp_path):
     path = write_jsonl(tmp_path / "m.jsonl", [CANONICAL])
     records = load_records(path).records

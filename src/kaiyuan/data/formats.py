@@ -120,7 +120,8 @@ def _open_text(path: Path) -> str:
 def iter_json_objects(path: Path) -> Iterator[tuple[int, Any, str | None]]:
     """Yield ``(line, object, error)`` for every record of a JSON array or JSON-lines file.
 
-    ``error`` is a JSON syntax message (and ``object`` None) for a line that does not parse.
+    ``error`` is a JSON syntax message for a line that does not parse; ``object`` is then the raw line
+    (so a rejects file loses nothing), or None inside a JSON array.
     """
     text = _open_text(Path(path))
     stripped = text.lstrip()
@@ -134,10 +135,10 @@ def iter_json_objects(path: Path) -> Iterator[tuple[int, Any, str | None]]:
         try:
             obj, end = decoder.raw_decode(line.strip())
         except json.JSONDecodeError as exc:
-            yield number, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+            yield number, line, f"invalid JSON: {exc.msg} (column {exc.colno})"
             continue
         if line.strip()[end:].strip():
-            yield number, None, "invalid JSON: extra data after the object (one object per line)"
+            yield number, line, "invalid JSON: extra data after the object (one object per line)"
             continue
         yield number, obj, None
 
