@@ -69,28 +69,83 @@ def _run_demo(cfg: Any, json_output: bool) -> None:
 
 
 def _register_stage_commands() -> None:
+    from kaiyuan.data.synthetic import SyntheticConfig
     from kaiyuan.demo import DemoConfig
-    from kaiyuan.train.sft import SFTConfig
+    from kaiyuan.train.preference import DPOConfig, run_dpo
+    from kaiyuan.train.sft import SFTConfig, run_sft
 
     command_from_config(app, "demo", DemoConfig, _run_demo,
                         help="Run the whole lifecycle on a real open model: data → eval → LoRA SFT → merge → "
                              "eval → serve; writes $KAIYUAN_HOME/demo/summary.json.")
-    command_from_config(train_app, "sft", SFTConfig, _run_sft,
+    command_from_config(train_app, "sft", SFTConfig, _training_command(run_sft),
                         help="Supervised fine-tuning (LoRA or full) with assistant-only loss, via TRL.")
+    command_from_config(train_app, "dpo", DPOConfig, _training_command(run_dpo),
+                        help="Direct preference optimization (sigmoid / ipo / hinge) from prompt/chosen/rejected "
+                             "pairs, via TRL; the starting model is the reference.")
+    command_from_config(data_app, "synthetic", SyntheticConfig, _run_synthetic,
+                        help="Generate and register a synthetic task's train / held-out (/ preference) splits.")
 
 
-def _run_sft(cfg: Any, json_output: bool) -> None:
-    from kaiyuan.train.sft import run_sft
-
-    with library_chatter_to_stderr():
-        result = run_sft(cfg)
-    if json_output:
-        print_json(result.summary())
-    else:
+def _training_command(run: Any) -> Any:
+    def command(cfg: Any, json_output: bool) -> None:
+        with library_chatter_to_stderr():
+            result = run(cfg)
+        if json_output:
+            print_json(result.summary())
+            return
         console.print(f"{result.artifact.kind}: [bold]{result.artifact.id}[/] ({result.artifact.name})")
         if result.merged:
             console.print(f"merged model: [bold]{result.merged.id}[/]")
-        console.print(f"final loss: {result.metrics['final_loss']}  loss curve: {result.loss_curve_png}")
+        console.print(f"final loss: {result.metrics['final_loss']}")
+        for key, path in result.curves.items():
+            console.print(f"{key} curve: {path}")
+
+    return command
+
+
+def _run_synthetic(cfg: Any, json_output: bool) -> None:
+    from kaiyuan.data.synthetic import run_synthetic
+
+    produced = run_synthetic(cfg)
+    if json_output:
+        print_json({name: artifact.summary() for name, artifact in produced.items()})
+        return
+    for name, artifact in produced.items():
+        records = artifact.manifest["metrics"]["records"]
+        console.print(f"{name}: [bold]{artifact.id}[/] ({artifact.name}, {records} records)")
+
+
+@app.command("run")
+def run_recipe_command(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML: stages run in order; ${ID.OUTPUT} refers to an "
+                                                "earlier stage's artifact.")],
+    check: Annotated[bool, typer.Option("--check", help="Only validate the recipe.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Run a recipe (e.g. recipes/dpo.yaml): every stage's config is checked before the first one runs."""
+    import yaml
+
+    from kaiyuan.recipe import plan, run_recipe
+
+    if check:
+        planned = plan(yaml.safe_load(recipe.read_text()), str(recipe))
+        console.print(f"{recipe}: {len(planned)} stages OK: " + " → ".join(f"{p.id} ({p.stage})" for p in planned))
+        return
+
+    def announce(number: int, total: int, step: Any) -> None:
+        err_console.rule(f"[bold cyan]stage {number}/{total}: {step.id} ({step.stage})")
+
+    with library_chatter_to_stderr():
+        summary = run_recipe(recipe, announce)
+    if json_output:
+        print_json(summary)
+        return
+    table = Table(title=f"recipe {recipe}")
+    for column in ("stage", "outputs"):
+        table.add_column(column)
+    for step_id, outputs in summary["stages"].items():
+        table.add_row(step_id, json.dumps(outputs, default=str))
+    console.print(table)
 
 
 # ------------------------------------------------------------------------------------------------ data

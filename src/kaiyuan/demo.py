@@ -14,13 +14,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from kaiyuan.data.synthetic import TASKS
+from kaiyuan.data.synthetic import SyntheticConfig, run_synthetic
 from kaiyuan.evaluate.generation import ExactMatchConfig, run_exact_match
 from kaiyuan.home import kaiyuan_home
 from kaiyuan.hub.manifest import atomic_write_json
 from kaiyuan.hub.registry import Registry
 from kaiyuan.models import SMOLLM2, resolve_model
-from kaiyuan.train.common import register_dataset
 from kaiyuan.train.sft import SFTConfig, run_sft
 
 DEMO_CHAT_PROMPT = "Convert this date to ISO 8601 format (YYYY-MM-DD). Reply with the date only.\n\nJuly 4th, 1976"
@@ -58,18 +57,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     console.print(f"base model: [bold]{base.id}[/] ({base.name}, {base.license})")
 
     step(2, f"synthetic data: {cfg.task}")
-    if cfg.task not in TASKS:
-        raise ValueError(f"unknown task {cfg.task!r}; expected one of {', '.join(TASKS)}")
-    generate, pattern = TASKS[cfg.task]
-    train_rows, heldout_rows = generate(cfg.n_train, cfg.n_heldout, cfg.seed)
-    source = f"kaiyuan.data.synthetic:{cfg.task}"
-    data_config = {"task": cfg.task, "answer_pattern": pattern, "n_train": cfg.n_train, "n_heldout": cfg.n_heldout}
-    train = register_dataset(train_rows, f"{cfg.task}-train", "CC0-1.0", source, {**data_config, "split": "train"},
-                             seed=cfg.seed)
-    heldout = register_dataset(heldout_rows, f"{cfg.task}-heldout", "CC0-1.0", source,
-                               {**data_config, "split": "heldout"}, seed=cfg.seed)
-    console.print(f"train: [bold]{train.id}[/] ({len(train_rows)}), held-out: [bold]{heldout.id}[/] "
-                  f"({len(heldout_rows)})")
+    data = run_synthetic(SyntheticConfig(task=cfg.task, n_train=cfg.n_train, n_heldout=cfg.n_heldout, seed=cfg.seed))
+    train, heldout = data["train"], data["heldout"]
+    console.print(f"train: [bold]{train.id}[/] ({cfg.n_train}), held-out: [bold]{heldout.id}[/] ({cfg.n_heldout})")
 
     step(3, "evaluate the base model on the held-out split")
     before = run_exact_match(ExactMatchConfig(model=base.id, data=heldout.id, max_new_tokens=cfg.max_new_tokens),

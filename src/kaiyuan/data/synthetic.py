@@ -9,7 +9,11 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date, timedelta
+
+from kaiyuan.errors import KaiyuanError
+from kaiyuan.hub.registry import Artifact
 
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
           "October", "November", "December"]
@@ -76,3 +80,72 @@ def extract_answer(text: str, pattern: str = DATES_ANSWER_PATTERN) -> str | None
 
 
 TASKS = {"dates": (generate_dates, DATES_ANSWER_PATTERN)}
+
+
+def _wrong_date(day: date, rng: random.Random) -> str:
+    """A plausible mistake: the base model's typical errors on this task."""
+    mistakes = [
+        lambda: f"{2022}-{day.month:02d}-{day.day:02d}" if day.year != 2022 else None,  # year drift
+        lambda: f"{day.year}-{day.day:02d}-{day.month:02d}" if day.day <= 12 and day.day != day.month else None,
+        lambda: (day + timedelta(days=rng.choice([-1, 1]))).isoformat(),
+        lambda: f"{MONTHS[day.month - 1]} {day.day}, {day.year}",  # not normalized at all
+        lambda: f"{day.year % 100:02d}-{day.month:02d}-{day.day:02d}",
+    ]
+    while (wrong := rng.choice(mistakes)()) is None:
+        pass
+    return wrong
+
+
+def generate_date_preferences(n: int, seed: int, exclude: set[str] | None = None) -> list[dict]:
+    """Preference pairs for the dates task: chosen = the ISO date, rejected = a typical mistake.
+
+    Prompts in ``exclude`` (the held-out split's) are never used."""
+    rng = random.Random(seed)
+    pairs: list[dict] = []
+    exclude = exclude or set()
+    while len(pairs) < n:
+        example = date_example(rng)
+        if example["messages"][0]["content"] in exclude:
+            continue
+        answer = example["messages"][1]["content"]
+        rejected = _wrong_date(date.fromisoformat(answer), rng)
+        pairs.append({"prompt": [example["messages"][0]],
+                      "chosen": [{"role": "assistant", "content": answer}],
+                      "rejected": [{"role": "assistant", "content": rejected}]})
+    return pairs
+
+
+@dataclass
+class SyntheticConfig:
+    task: str = field(default="dates", metadata={"help": "Synthetic task (dates)."})
+    n_train: int = field(default=400, metadata={"help": "Training conversations."})
+    n_heldout: int = field(default=250, metadata={"help": "Held-out conversations."})
+    n_pairs: int = field(default=0, metadata={"help": "Preference pairs (chosen/rejected) to generate too."})
+    seed: int = field(default=0, metadata={"help": "Seed: same seed, same data."})
+
+
+def run_synthetic(cfg: SyntheticConfig) -> dict[str, Artifact]:
+    """Generate and register the task's splits: ``train``, ``heldout`` and (if asked) ``pairs``."""
+    from kaiyuan.train.common import register_dataset
+
+    if cfg.task not in TASKS:
+        raise KaiyuanError(f"unknown synthetic task {cfg.task!r}; expected one of {', '.join(TASKS)}")
+    generate, pattern = TASKS[cfg.task]
+    train_rows, heldout_rows = generate(cfg.n_train, cfg.n_heldout, cfg.seed)
+    source = f"kaiyuan.data.synthetic:{cfg.task}"
+    config = {"task": cfg.task, "answer_pattern": pattern, "n_train": cfg.n_train, "n_heldout": cfg.n_heldout}
+    out = {
+        "train": register_dataset(train_rows, f"{cfg.task}-train", "CC0-1.0", source, {**config, "split": "train"},
+                                  seed=cfg.seed),
+        "heldout": register_dataset(heldout_rows, f"{cfg.task}-heldout", "CC0-1.0", source,
+                                    {**config, "split": "heldout"}, seed=cfg.seed),
+    }
+    if cfg.n_pairs:
+        heldout_prompts = {row["messages"][0]["content"] for row in heldout_rows}
+        pairs = PREFERENCE_TASKS[cfg.task](cfg.n_pairs, cfg.seed + 1, heldout_prompts)
+        out["pairs"] = register_dataset(pairs, f"{cfg.task}-pairs", "CC0-1.0", source,
+                                        {**config, "split": "pairs", "n_pairs": cfg.n_pairs}, seed=cfg.seed + 1)
+    return out
+
+
+PREFERENCE_TASKS = {"dates": generate_date_preferences}

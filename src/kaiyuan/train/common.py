@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from kaiyuan.data.formats import Record, load_records
 from kaiyuan.errors import KaiyuanError
+from kaiyuan.hub.manifest import Parent
 from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
 
 DATA_FILE = "data.jsonl"
@@ -75,3 +78,118 @@ def plot_curve(rows: list[dict[str, Any]], key: str, path: Path, title: str) -> 
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------------------------------ shared by stages
+
+
+@dataclass
+class TrainOptions:
+    """Options every training stage has; a stage's config adds its own fields after these."""
+
+    model: str = field(metadata={"help": "Model to start from (registry id/name, dir, .gguf, hub id)."})
+    data: str = field(metadata={"help": "Training data: a registered dataset or a JSON/JSONL file."})
+    name: str | None = field(default=None, metadata={"help": "Name of the output artifact."})
+    method: Literal["lora", "full"] = field(default="lora", metadata={"help": "lora or full."})
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the data."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: epochs)."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate."})
+    lr_scheduler: str = field(default="linear", metadata={"help": "transformers scheduler name."})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "Fraction of steps for LR warm-up."})
+    batch_size: int = field(default=8, metadata={"help": "Examples per device per step."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps to accumulate."})
+    max_length: int = field(default=1024, metadata={"help": "Longest tokenized example allowed."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "Comma list or all-linear."})
+    merge: bool = field(default=False, metadata={"help": "Also merge the adapter and register the model."})
+    logging_steps: int = field(default=5, metadata={"help": "Log metrics every N steps."})
+    seed: int = field(default=42, metadata={"help": "Seed for data order and initialization."})
+    data_license: str = field(default="NOASSERTION", metadata={"help": "License of a data file (SPDX)."})
+
+
+@dataclass
+class TrainResult:
+    artifact: Artifact
+    merged: Artifact | None
+    metrics: dict[str, Any]
+    curves: dict[str, Path]
+
+    @property
+    def loss_curve_png(self) -> Path | None:
+        return self.curves.get("loss")
+
+    def summary(self) -> dict[str, Any]:
+        return {"artifact_id": self.artifact.id, "kind": self.artifact.kind,
+                "merged_model_id": self.merged.id if self.merged else None, "metrics": self.metrics,
+                "curves": {k: str(v) for k, v in self.curves.items()},
+                "loss_curve_png": str(self.loss_curve_png) if self.loss_curve_png else None}
+
+
+def lora_config(opts: TrainOptions) -> Any:
+    """PEFT LoRA config for ``method: lora`` (None for full fine-tuning)."""
+    if opts.method != "lora":
+        return None
+    from peft import LoraConfig
+
+    targets: str | list[str] = (opts.lora_target_modules if opts.lora_target_modules == "all-linear"
+                                else [t.strip() for t in opts.lora_target_modules.split(",")])
+    return LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+
+
+def trainer_arguments(opts: TrainOptions, stage: str) -> dict[str, Any]:
+    """Keyword arguments shared by TRL's stage configs (SFTConfig, DPOConfig, …)."""
+    from kaiyuan.home import kaiyuan_home
+
+    return dict(
+        output_dir=str(kaiyuan_home() / "runs" / f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"),
+        num_train_epochs=opts.epochs, max_steps=opts.max_steps, learning_rate=opts.learning_rate,
+        lr_scheduler_type=opts.lr_scheduler, warmup_steps=opts.warmup_ratio,
+        per_device_train_batch_size=opts.batch_size, gradient_accumulation_steps=opts.gradient_accumulation_steps,
+        max_length=opts.max_length, logging_steps=opts.logging_steps, logging_first_step=True,
+        save_strategy="no", report_to="none", seed=opts.seed, data_seed=opts.seed, use_cpu=use_cpu(),
+        bf16=False, fp16=False, dataset_num_proc=None, disable_tqdm=False,
+    )
+
+
+def logged_rows(trainer: Any, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One row per logging step with the given keys (those the trainer logged)."""
+    rows = []
+    for entry in trainer.state.log_history:
+        if "loss" in entry:
+            rows.append({"step": entry["step"], **{k: entry[k] for k in keys if k in entry}})
+    return rows
+
+
+def register_trained(trainer: Any, opts: TrainOptions, *, stage: str, start: Artifact, parents: list[Parent],
+                     tokenizer: Any, metrics: dict[str, Any], rows: list[dict[str, Any]],
+                     curves: tuple[str, ...] = ("loss",), registry: Registry | None = None) -> TrainResult:
+    """Register what a trainer produced: an adapter (LoRA) or a model (full), with metrics.jsonl and
+    PNG curves; optionally the merged model too."""
+    kind = "adapter" if opts.method == "lora" else "model"
+    relation = "adapter" if opts.method == "lora" else "finetune"
+    name = opts.name or f"{start.name}-{stage}-{opts.method}"
+    with ArtifactWriter(kind, name, license=start.license, source=f"kaiyuan train {stage}",
+                        parents=[Parent(start.id, relation), *parents],
+                        config={"stage": stage, **asdict(opts)}, seed=opts.seed,
+                        chat_template=tokenizer.chat_template, metrics=metrics) as writer:
+        trainer.save_model(str(writer.path))
+        adapter_config = writer.path / "adapter_config.json"
+        if adapter_config.is_file():  # point at the registered model, not a local path
+            config = json.loads(adapter_config.read_text())
+            config["base_model_name_or_path"] = start.id
+            adapter_config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        write_metrics(writer.path / "metrics.jsonl", rows)
+        for key in curves:
+            plot_curve(rows, key, writer.path / f"{key.replace('/', '_')}_curve.png", f"{stage} {key} — {name}")
+    artifact = writer.artifact
+    assert artifact is not None
+    merged = None
+    if opts.method == "lora" and opts.merge:
+        from kaiyuan.export.merge import merge_adapter
+
+        merged = merge_adapter(artifact, registry, model=trainer.model, tokenizer=tokenizer)
+    found = {key: artifact.path / f"{key.replace('/', '_')}_curve.png" for key in curves}
+    return TrainResult(artifact, merged, metrics, {k: p for k, p in found.items() if p.is_file()})

@@ -1,0 +1,153 @@
+"""``kaiyuan run RECIPE.yaml``: stages in order, each output feeding the next by registry reference.
+
+```yaml
+name: dpo-on-dates
+stages:
+  - id: data
+    stage: synthetic
+    n_pairs: 200
+  - id: sft
+    stage: sft
+    model: smollm2-135m-instruct
+    data: ${data.train}
+    merge: true
+  - stage: dpo
+    model: ${sft.merged}
+    data: ${data.pairs}
+```
+
+``${ID.OUTPUT}`` is replaced by the id of the artifact a previous stage produced. Every stage's config
+is checked (keys, types, references) before the first one runs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kaiyuan.config_cli import load_config
+from kaiyuan.errors import KaiyuanError
+
+REFERENCE = re.compile(r"^\$\{(?P<step>[A-Za-z_][\w-]*)\.(?P<output>\w+)\}$")
+
+
+@dataclass
+class StageSpec:
+    config: type
+    run: Callable[[Any], dict[str, str]]
+    outputs: tuple[str, ...]
+
+
+def _sft(cfg: Any) -> dict[str, str]:
+    from kaiyuan.train.sft import run_sft
+
+    result = run_sft(cfg)
+    return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "", **_metrics(result)}
+
+
+def _dpo(cfg: Any) -> dict[str, str]:
+    from kaiyuan.train.preference import run_dpo
+
+    result = run_dpo(cfg)
+    return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "", **_metrics(result)}
+
+
+def _metrics(result: Any) -> dict[str, Any]:
+    return {"metrics": result.metrics}
+
+
+def _eval(cfg: Any) -> dict[str, str]:
+    from kaiyuan.evaluate.generation import run_exact_match
+
+    result = run_exact_match(cfg)
+    return {"artifact": result.artifact.id, "metrics": {"exact_match": result.exact_match, "n": result.n}}
+
+
+def _synthetic(cfg: Any) -> dict[str, str]:
+    from kaiyuan.data.synthetic import run_synthetic
+
+    return {name: artifact.id for name, artifact in run_synthetic(cfg).items()}
+
+
+def stages() -> dict[str, StageSpec]:
+    from kaiyuan.data.synthetic import SyntheticConfig
+    from kaiyuan.evaluate.generation import ExactMatchConfig
+    from kaiyuan.train.preference import DPOConfig
+    from kaiyuan.train.sft import SFTConfig
+
+    return {
+        "synthetic": StageSpec(SyntheticConfig, _synthetic, ("train", "heldout", "pairs")),
+        "sft": StageSpec(SFTConfig, _sft, ("artifact", "merged")),
+        "dpo": StageSpec(DPOConfig, _dpo, ("artifact", "merged")),
+        "eval": StageSpec(ExactMatchConfig, _eval, ("artifact",)),
+    }
+
+
+@dataclass
+class PlannedStage:
+    id: str
+    stage: str
+    values: dict[str, Any]
+
+
+def plan(recipe: dict[str, Any], source: str) -> list[PlannedStage]:
+    """Check the whole recipe before anything runs."""
+    known = stages()
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("stages"), list) or not recipe["stages"]:
+        raise KaiyuanError(f"{source}: a recipe is a mapping with a non-empty 'stages' list")
+    unknown_top = sorted(set(recipe) - {"name", "description", "stages"})
+    if unknown_top:
+        raise KaiyuanError(f"{source}: unknown key(s) {', '.join(unknown_top)}; expected name, description, stages")
+    planned: list[PlannedStage] = []
+    outputs: dict[str, tuple[str, ...]] = {}
+    for index, entry in enumerate(recipe["stages"], start=1):
+        where = f"{source}: stages[{index}]"
+        if not isinstance(entry, dict) or "stage" not in entry:
+            raise KaiyuanError(f"{where}: each stage needs a 'stage' key ({', '.join(known)})")
+        values = dict(entry)
+        kind = values.pop("stage")
+        step_id = str(values.pop("id", f"{kind}{index}"))
+        if kind not in known:
+            raise KaiyuanError(f"{where}: unknown stage {kind!r}; expected one of {', '.join(known)}")
+        if step_id in outputs:
+            raise KaiyuanError(f"{where}: id {step_id!r} is used twice")
+        for key, value in values.items():
+            match = REFERENCE.match(value) if isinstance(value, str) else None
+            if isinstance(value, str) and value.startswith("${") and not match:
+                raise KaiyuanError(f"{where}: {key}: malformed reference {value!r}; write ${{ID.OUTPUT}}")
+            if match:
+                if match["step"] not in outputs:
+                    raise KaiyuanError(f"{where}: {key}: {value} refers to no earlier stage")
+                if match["output"] not in outputs[match["step"]]:
+                    raise KaiyuanError(f"{where}: {key}: stage {match['step']!r} has no output {match['output']!r}; "
+                                       f"it has {', '.join(outputs[match['step']])}")
+        load_config(known[kind].config, values, f"{where} ({kind})")
+        outputs[step_id] = known[kind].outputs
+        planned.append(PlannedStage(step_id, kind, values))
+    return planned
+
+
+def run_recipe(path: Path, on_stage: Callable[[int, int, PlannedStage], None] | None = None) -> dict[str, Any]:
+    import yaml
+
+    recipe = yaml.safe_load(Path(path).read_text())
+    planned = plan(recipe, str(path))
+    known = stages()
+    results: dict[str, dict[str, Any]] = {}
+    for number, step in enumerate(planned, start=1):
+        if on_stage:
+            on_stage(number, len(planned), step)
+        values = {}
+        for key, value in step.values.items():
+            match = REFERENCE.match(value) if isinstance(value, str) else None
+            if match:
+                value = results[match["step"]].get(match["output"])
+                if not value:
+                    raise KaiyuanError(f"{path}: {step.id}: {key}: {step.values[key]} produced nothing "
+                                       "(e.g. 'merged' needs merge: true)")
+            values[key] = value
+        results[step.id] = known[step.stage].run(load_config(known[step.stage].config, values, step.id))
+    return {"recipe": str(path), "name": recipe.get("name"), "stages": results}

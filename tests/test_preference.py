@@ -1,0 +1,46 @@
+import json
+
+import pytest
+
+from kaiyuan.data.synthetic import generate_date_preferences, generate_dates
+from kaiyuan.errors import KaiyuanError
+from kaiyuan.hub.registry import Registry
+from kaiyuan.train.common import register_dataset
+from kaiyuan.train.preference import DPOConfig, run_dpo
+
+# At step 1 the policy equals the reference, so every pair's log-ratio margin is 0 and the loss is known:
+# sigmoid: -log σ(0) = ln 2; IPO: (0 - 1/(2β))² = 25 for β = 0.1; hinge: max(0, 1 - β·0) = 1.
+FIRST_STEP_LOSS = {"sigmoid": 0.693147, "ipo": 25.0, "hinge": 1.0}
+
+
+@pytest.fixture
+def pairs(tiny):
+    return register_dataset(generate_date_preferences(8, seed=2), "date-pairs", "CC0-1.0", "test")
+
+
+@pytest.mark.parametrize("loss_type", sorted(FIRST_STEP_LOSS))
+def test_dpo_losses_start_where_theory_says(tiny, pairs, loss_type):
+    result = run_dpo(DPOConfig(model="tiny-llama", data="date-pairs", loss_type=loss_type, beta=0.1, max_steps=2,
+                               batch_size=4, logging_steps=1, learning_rate=1e-2, seed=0))
+    rows = [json.loads(line) for line in (result.artifact.path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["loss"] == pytest.approx(FIRST_STEP_LOSS[loss_type], abs=1e-4)
+    assert rows[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+    assert rows[1]["loss"] != rows[0]["loss"]  # it learned something
+    registry = Registry()
+    assert registry.parents(result.artifact.id) == [(tiny.id, "adapter"), (pairs.id, "dataset"),
+                                                    (tiny.id, "reference_model")]
+    assert {"loss", "rewards/margins", "rewards/accuracies"} == set(result.curves)
+
+
+def test_dpo_same_seed_same_metrics(tiny, pairs):
+    runs = [run_dpo(DPOConfig(model="tiny-llama", data="date-pairs", max_steps=2, batch_size=4, logging_steps=1,
+                              learning_rate=1e-2, seed=4)) for _ in range(2)]
+    assert [(r.artifact.path / "metrics.jsonl").read_text() for r in runs][0] == \
+        (runs[1].artifact.path / "metrics.jsonl").read_text()
+
+
+def test_dpo_refuses_data_without_pairs_before_training(tiny):
+    train, _ = generate_dates(4, 0, seed=0)
+    register_dataset(train, "not-pairs", "CC0-1.0", "test")
+    with pytest.raises(KaiyuanError, match=r"data.jsonl:1: record: not a preference pair"):
+        run_dpo(DPOConfig(model="tiny-llama", data="not-pairs", max_steps=1))
