@@ -72,6 +72,7 @@ def _register_stage_commands() -> None:
     from kaiyuan.data.synthetic import SyntheticConfig
     from kaiyuan.demo import DemoConfig
     from kaiyuan.train.preference import DPOConfig, run_dpo
+    from kaiyuan.train.reward import RewardConfig, run_reward
     from kaiyuan.train.sft import SFTConfig, run_sft
 
     command_from_config(app, "demo", DemoConfig, _run_demo,
@@ -82,6 +83,9 @@ def _register_stage_commands() -> None:
     command_from_config(train_app, "dpo", DPOConfig, _training_command(run_dpo),
                         help="Direct preference optimization (sigmoid / ipo / hinge) from prompt/chosen/rejected "
                              "pairs, via TRL; the starting model is the reference.")
+    command_from_config(train_app, "reward", RewardConfig, _training_command(run_reward),
+                        help="Pairwise reward model (Bradley–Terry) from chosen/rejected pairs, via TRL; reports "
+                             "held-out pair accuracy.")
     command_from_config(data_app, "synthetic", SyntheticConfig, _run_synthetic,
                         help="Generate and register a synthetic task's train / held-out (/ preference) splits.")
 

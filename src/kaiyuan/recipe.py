@@ -55,6 +55,13 @@ def _dpo(cfg: Any) -> dict[str, str]:
     return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "", **_metrics(result)}
 
 
+def _reward(cfg: Any) -> dict[str, str]:
+    from kaiyuan.train.reward import run_reward
+
+    result = run_reward(cfg)
+    return {"artifact": result.artifact.id, **_metrics(result)}
+
+
 def _metrics(result: Any) -> dict[str, Any]:
     return {"metrics": result.metrics}
 
@@ -76,12 +83,14 @@ def stages() -> dict[str, StageSpec]:
     from kaiyuan.data.synthetic import SyntheticConfig
     from kaiyuan.evaluate.generation import ExactMatchConfig
     from kaiyuan.train.preference import DPOConfig
+    from kaiyuan.train.reward import RewardConfig
     from kaiyuan.train.sft import SFTConfig
 
     return {
         "synthetic": StageSpec(SyntheticConfig, _synthetic, ("train", "heldout", "pairs")),
         "sft": StageSpec(SFTConfig, _sft, ("artifact", "merged")),
         "dpo": StageSpec(DPOConfig, _dpo, ("artifact", "merged")),
+        "reward": StageSpec(RewardConfig, _reward, ("artifact",)),
         "eval": StageSpec(ExactMatchConfig, _eval, ("artifact",)),
     }
 

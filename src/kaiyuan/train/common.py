@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -105,6 +104,8 @@ class TrainOptions:
     lora_target_modules: str = field(default="all-linear", metadata={"help": "Comma list or all-linear."})
     merge: bool = field(default=False, metadata={"help": "Also merge the adapter and register the model."})
     logging_steps: int = field(default=5, metadata={"help": "Log metrics every N steps."})
+    checkpoint_steps: int = field(default=0, metadata={"help": "Save a resumable checkpoint every N steps (0: none)."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint of this same run."})
     seed: int = field(default=42, metadata={"help": "Seed for data order and initialization."})
     data_license: str = field(default="NOASSERTION", metadata={"help": "License of a data file (SPDX)."})
 
@@ -139,19 +140,73 @@ def lora_config(opts: TrainOptions) -> Any:
                       target_modules=targets, task_type="CAUSAL_LM")
 
 
-def trainer_arguments(opts: TrainOptions, stage: str) -> dict[str, Any]:
-    """Keyword arguments shared by TRL's stage configs (SFTConfig, DPOConfig, …)."""
+def run_dir(opts: TrainOptions, stage: str) -> Path:
+    """Where a run keeps its checkpoints: named by a hash of its config, so ``--resume`` finds it."""
+    import hashlib
+
     from kaiyuan.home import kaiyuan_home
 
+    config = {k: v for k, v in asdict(opts).items() if k != "resume"}
+    digest = hashlib.sha256(json.dumps([stage, config], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return kaiyuan_home() / "runs" / f"{stage}-{digest}"
+
+
+def trainer_arguments(opts: TrainOptions, stage: str) -> dict[str, Any]:
+    """Keyword arguments shared by TRL's stage configs (SFTConfig, DPOConfig, …)."""
+    checkpoints = {"save_strategy": "steps", "save_steps": opts.checkpoint_steps} if opts.checkpoint_steps else {
+        "save_strategy": "no"}
     return dict(
-        output_dir=str(kaiyuan_home() / "runs" / f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"),
+        output_dir=str(run_dir(opts, stage)), **checkpoints,
         num_train_epochs=opts.epochs, max_steps=opts.max_steps, learning_rate=opts.learning_rate,
         lr_scheduler_type=opts.lr_scheduler, warmup_steps=opts.warmup_ratio,
         per_device_train_batch_size=opts.batch_size, gradient_accumulation_steps=opts.gradient_accumulation_steps,
         max_length=opts.max_length, logging_steps=opts.logging_steps, logging_first_step=True,
-        save_strategy="no", report_to="none", seed=opts.seed, data_seed=opts.seed, use_cpu=use_cpu(),
+        report_to=reporting(), seed=opts.seed, data_seed=opts.seed, use_cpu=use_cpu(),
         bf16=False, fp16=False, dataset_num_proc=None, disable_tqdm=False,
     )
+
+
+def reporting() -> str | list[str]:
+    """TensorBoard logs when it is installed."""
+    import importlib.util
+
+    return ["tensorboard"] if importlib.util.find_spec("tensorboard") else "none"
+
+
+class KillAtStep:
+    """Fault injection for the resume tests: SIGKILL this process when step ``N`` begins
+    (``KAIYUAN_KILL_AT_STEP=N``)."""
+
+    def __new__(cls, step: int) -> Any:
+        import os
+        import signal
+
+        from transformers import TrainerCallback
+
+        class Callback(TrainerCallback):
+            def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                if state.global_step == step:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        return Callback()
+
+
+def train(trainer: Any, opts: TrainOptions) -> Any:
+    """``trainer.train()``, continuing from the run's last checkpoint when ``opts.resume``."""
+    import os
+    import sys
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if os.environ.get("KAIYUAN_KILL_AT_STEP"):
+        trainer.add_callback(KillAtStep(int(os.environ["KAIYUAN_KILL_AT_STEP"])))
+    checkpoint = None
+    if opts.resume:
+        directory = trainer.args.output_dir
+        checkpoint = get_last_checkpoint(directory) if os.path.isdir(directory) else None
+        print(f"resuming from {checkpoint}" if checkpoint else f"no checkpoint in {directory}: starting afresh",
+              file=sys.stderr)
+    return trainer.train(resume_from_checkpoint=checkpoint)
 
 
 def logged_rows(trainer: Any, keys: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -161,6 +216,21 @@ def logged_rows(trainer: Any, keys: tuple[str, ...]) -> list[dict[str, Any]]:
         if "loss" in entry:
             rows.append({"step": entry["step"], **{k: entry[k] for k in keys if k in entry}})
     return rows
+
+
+def make_reproducible(directory: Path, base_id: str) -> None:
+    """Same training → same bytes: drop files that hold local paths or pickles (the manifest has the
+    resolved config), point the adapter at the registered base, and sort its module sets."""
+    for name in ("training_args.bin", "README.md"):
+        (directory / name).unlink(missing_ok=True)
+    adapter_config = directory / "adapter_config.json"
+    if adapter_config.is_file():
+        config = json.loads(adapter_config.read_text())
+        config["base_model_name_or_path"] = base_id
+        for key in ("target_modules", "modules_to_save"):
+            if isinstance(config.get(key), list):
+                config[key] = sorted(config[key])
+        adapter_config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def register_trained(trainer: Any, opts: TrainOptions, *, stage: str, start: Artifact, parents: list[Parent],
@@ -176,11 +246,7 @@ def register_trained(trainer: Any, opts: TrainOptions, *, stage: str, start: Art
                         config={"stage": stage, **asdict(opts)}, seed=opts.seed,
                         chat_template=tokenizer.chat_template, metrics=metrics) as writer:
         trainer.save_model(str(writer.path))
-        adapter_config = writer.path / "adapter_config.json"
-        if adapter_config.is_file():  # point at the registered model, not a local path
-            config = json.loads(adapter_config.read_text())
-            config["base_model_name_or_path"] = start.id
-            adapter_config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        make_reproducible(writer.path, start.id)
         write_metrics(writer.path / "metrics.jsonl", rows)
         for key in curves:
             plot_curve(rows, key, writer.path / f"{key.replace('/', '_')}_curve.png", f"{stage} {key} — {name}")

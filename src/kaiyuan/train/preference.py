@@ -23,6 +23,7 @@ from kaiyuan.train.common import (
     lora_config,
     register_trained,
     resolve_dataset,
+    train,
     trainer_arguments,
 )
 
@@ -83,7 +84,7 @@ def run_dpo(cfg: DPOConfig, registry: Registry | None = None) -> TrainResult:
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_dict(columns),
                          processing_class=tokenizer, peft_config=lora_config(cfg))
     started = time.time()
-    train_output = trainer.train()
+    train_output = train(trainer, cfg)
     seconds = time.time() - started
 
     rows = logged_rows(trainer, DPO_KEYS)

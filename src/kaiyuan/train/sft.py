@@ -24,6 +24,7 @@ from kaiyuan.train.common import (
     lora_config,
     register_trained,
     resolve_dataset,
+    train,
     trainer_arguments,
 )
 
@@ -85,7 +86,7 @@ def run_sft(cfg: SFTConfig, registry: Registry | None = None) -> TrainResult:
                             train_dataset=Dataset.from_dict(columns), processing_class=tokenizer,
                             peft_config=lora_config(cfg))
     started = time.time()
-    train_output = trainer.train()
+    train_output = train(trainer, cfg)
     seconds = time.time() - started
 
     rows = logged_rows(trainer, ("loss", "learning_rate", "epoch", "mean_token_accuracy"))
