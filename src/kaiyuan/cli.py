@@ -71,6 +71,7 @@ def _run_demo(cfg: Any, json_output: bool) -> None:
 def _register_stage_commands() -> None:
     from kaiyuan.data.synthetic import SyntheticConfig
     from kaiyuan.demo import DemoConfig
+    from kaiyuan.train.ppo import PPOConfig, run_ppo
     from kaiyuan.train.preference import DPOConfig, run_dpo
     from kaiyuan.train.reward import RewardConfig, run_reward
     from kaiyuan.train.sft import SFTConfig, run_sft
@@ -86,6 +87,9 @@ def _register_stage_commands() -> None:
     command_from_config(train_app, "reward", RewardConfig, _training_command(run_reward),
                         help="Pairwise reward model (Bradley–Terry) from chosen/rejected pairs, via TRL; reports "
                              "held-out pair accuracy.")
+    command_from_config(train_app, "ppo", PPOConfig, _training_command(run_ppo),
+                        help="RLHF step 3: PPO against a reward model or a Python reward function, with a KL "
+                             "penalty to the frozen starting model.")
     command_from_config(data_app, "synthetic", SyntheticConfig, _run_synthetic,
                         help="Generate and register a synthetic task's train / held-out (/ preference) splits.")
 

@@ -62,6 +62,13 @@ def _reward(cfg: Any) -> dict[str, str]:
     return {"artifact": result.artifact.id, **_metrics(result)}
 
 
+def _ppo(cfg: Any) -> dict[str, str]:
+    from kaiyuan.train.ppo import run_ppo
+
+    result = run_ppo(cfg)
+    return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "", **_metrics(result)}
+
+
 def _metrics(result: Any) -> dict[str, Any]:
     return {"metrics": result.metrics}
 
@@ -82,6 +89,7 @@ def _synthetic(cfg: Any) -> dict[str, str]:
 def stages() -> dict[str, StageSpec]:
     from kaiyuan.data.synthetic import SyntheticConfig
     from kaiyuan.evaluate.generation import ExactMatchConfig
+    from kaiyuan.train.ppo import PPOConfig
     from kaiyuan.train.preference import DPOConfig
     from kaiyuan.train.reward import RewardConfig
     from kaiyuan.train.sft import SFTConfig
@@ -91,6 +99,7 @@ def stages() -> dict[str, StageSpec]:
         "sft": StageSpec(SFTConfig, _sft, ("artifact", "merged")),
         "dpo": StageSpec(DPOConfig, _dpo, ("artifact", "merged")),
         "reward": StageSpec(RewardConfig, _reward, ("artifact",)),
+        "ppo": StageSpec(PPOConfig, _ppo, ("artifact", "merged")),
         "eval": StageSpec(ExactMatchConfig, _eval, ("artifact",)),
     }
 
