@@ -6,7 +6,7 @@ from kaiyuan.data.synthetic import generate_date_preferences, generate_dates
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.registry import Registry
 from kaiyuan.train.common import register_dataset
-from kaiyuan.train.preference import DPOConfig, run_dpo
+from kaiyuan.train.preference import DPOConfig, KTOConfig, ORPOConfig, SimPOConfig, run_dpo, run_preference
 
 # At step 1 the policy equals the reference, so every pair's log-ratio margin is 0 and the loss is known:
 # sigmoid: -log σ(0) = ln 2; IPO: (0 - 1/(2β))² = 25 for β = 0.1; hinge: max(0, 1 - β·0) = 1.
@@ -44,3 +44,17 @@ def test_dpo_refuses_data_without_pairs_before_training(tiny):
     register_dataset(train, "not-pairs", "CC0-1.0", "test")
     with pytest.raises(KaiyuanError, match=r"data.jsonl:1: record: not a preference pair"):
         run_dpo(DPOConfig(model="tiny-llama", data="not-pairs", max_steps=1))
+
+
+@pytest.mark.parametrize("algorithm, config, uses_reference", [
+    ("kto", KTOConfig, True), ("orpo", ORPOConfig, False), ("simpo", SimPOConfig, False)])
+def test_kto_orpo_simpo_train_and_record_their_reference(tiny, pairs, algorithm, config, uses_reference):
+    runs = [run_preference(config(model="tiny-llama", data="date-pairs", max_steps=2, batch_size=4, logging_steps=1,
+                                  learning_rate=1e-2, seed=0), algorithm) for _ in range(2)]
+    rows = [[json.loads(line) for line in (r.artifact.path / "metrics.jsonl").read_text().splitlines()] for r in runs]
+    assert rows[0] == rows[1] and len(rows[0]) == 2  # deterministic
+    if algorithm == "kto":  # policy = reference at step 1: every reply's loss is 1 - σ(0) = 0.5
+        assert rows[0][0]["loss"] == pytest.approx(0.5, abs=1e-4)
+    parents = Registry().parents(runs[0].artifact.id)
+    assert ((tiny.id, "reference_model") in parents) is uses_reference
+    assert runs[0].artifact.manifest["config"]["stage"] == algorithm

@@ -72,7 +72,16 @@ def _register_stage_commands() -> None:
     from kaiyuan.data.synthetic import SyntheticConfig
     from kaiyuan.demo import DemoConfig
     from kaiyuan.train.ppo import PPOConfig, run_ppo
-    from kaiyuan.train.preference import DPOConfig, run_dpo
+    from kaiyuan.train.preference import (
+        DPOConfig,
+        KTOConfig,
+        ORPOConfig,
+        SimPOConfig,
+        run_dpo,
+        run_kto,
+        run_orpo,
+        run_simpo,
+    )
     from kaiyuan.train.reward import RewardConfig, run_reward
     from kaiyuan.train.sft import SFTConfig, run_sft
 
@@ -84,6 +93,12 @@ def _register_stage_commands() -> None:
     command_from_config(train_app, "dpo", DPOConfig, _training_command(run_dpo),
                         help="Direct preference optimization (sigmoid / ipo / hinge) from prompt/chosen/rejected "
                              "pairs, via TRL; the starting model is the reference.")
+    command_from_config(train_app, "kto", KTOConfig, _training_command(run_kto),
+                        help="KTO from desirable / undesirable replies (each pair gives one of each), via TRL.")
+    command_from_config(train_app, "orpo", ORPOConfig, _training_command(run_orpo),
+                        help="ORPO: SFT plus an odds-ratio preference term, no reference model (TRL experimental).")
+    command_from_config(train_app, "simpo", SimPOConfig, _training_command(run_simpo),
+                        help="SimPO: length-normalized, reference-free preference loss (TRL experimental CPO).")
     command_from_config(train_app, "reward", RewardConfig, _training_command(run_reward),
                         help="Pairwise reward model (Bradley–Terry) from chosen/rejected pairs, via TRL; reports "
                              "held-out pair accuracy.")

@@ -48,11 +48,15 @@ def _sft(cfg: Any) -> dict[str, str]:
     return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "", **_metrics(result)}
 
 
-def _dpo(cfg: Any) -> dict[str, str]:
-    from kaiyuan.train.preference import run_dpo
+def _preference(algorithm: str) -> Callable[[Any], dict[str, str]]:
+    def run(cfg: Any) -> dict[str, str]:
+        from kaiyuan.train.preference import run_preference
 
-    result = run_dpo(cfg)
-    return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "", **_metrics(result)}
+        result = run_preference(cfg, algorithm)
+        return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "",
+                **_metrics(result)}
+
+    return run
 
 
 def _reward(cfg: Any) -> dict[str, str]:
@@ -90,14 +94,17 @@ def stages() -> dict[str, StageSpec]:
     from kaiyuan.data.synthetic import SyntheticConfig
     from kaiyuan.evaluate.generation import ExactMatchConfig
     from kaiyuan.train.ppo import PPOConfig
-    from kaiyuan.train.preference import DPOConfig
+    from kaiyuan.train.preference import DPOConfig, KTOConfig, ORPOConfig, SimPOConfig
     from kaiyuan.train.reward import RewardConfig
     from kaiyuan.train.sft import SFTConfig
 
     return {
         "synthetic": StageSpec(SyntheticConfig, _synthetic, ("train", "heldout", "pairs")),
         "sft": StageSpec(SFTConfig, _sft, ("artifact", "merged")),
-        "dpo": StageSpec(DPOConfig, _dpo, ("artifact", "merged")),
+        "dpo": StageSpec(DPOConfig, _preference("dpo"), ("artifact", "merged")),
+        "kto": StageSpec(KTOConfig, _preference("kto"), ("artifact", "merged")),
+        "orpo": StageSpec(ORPOConfig, _preference("orpo"), ("artifact", "merged")),
+        "simpo": StageSpec(SimPOConfig, _preference("simpo"), ("artifact", "merged")),
         "reward": StageSpec(RewardConfig, _reward, ("artifact",)),
         "ppo": StageSpec(PPOConfig, _ppo, ("artifact", "merged")),
         "eval": StageSpec(ExactMatchConfig, _eval, ("artifact",)),

@@ -1,14 +1,15 @@
-"""``kaiyuan train dpo``: direct preference optimization (sigmoid / IPO / hinge losses) via TRL.
+"""Preference stages via TRL: ``kaiyuan train dpo`` (sigmoid / IPO / hinge), ``kto``, ``orpo``, ``simpo``.
 
-The policy starts from a model (usually the SFT model); the frozen reference is that same starting
-model (with LoRA: the model with the adapter switched off). Both are recorded as parents.
+The policy starts from a model (usually the SFT model). DPO and KTO pull towards a frozen reference: that
+same starting model (with LoRA: the model with the adapter switched off), recorded as a parent. ORPO and
+SimPO need no reference.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from kaiyuan.data.templates import render
 from kaiyuan.errors import KaiyuanError
@@ -27,8 +28,8 @@ from kaiyuan.train.common import (
     trainer_arguments,
 )
 
-DPO_KEYS = ("loss", "learning_rate", "epoch", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
-            "rewards/margins")
+PREFERENCE_KEYS = ("loss", "learning_rate", "epoch", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
+                   "rewards/margins", "kl", "log_odds_ratio", "nll_loss")
 
 
 @dataclass
@@ -59,16 +60,76 @@ def preference_rows(records: list, tokenizer: object, max_length: int, source: s
     return columns
 
 
-def run_dpo(cfg: DPOConfig, registry: Registry | None = None) -> TrainResult:
+@dataclass
+class KTOConfig(TrainOptions):
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate."})
+    beta: float = field(default=0.1, metadata={"help": "Strength of the pull towards the reference model."})
+    desirable_weight: float = field(default=1.0, metadata={"help": "Weight of chosen (desirable) replies."})
+    undesirable_weight: float = field(default=1.0, metadata={"help": "Weight of rejected (undesirable) replies."})
+
+
+@dataclass
+class ORPOConfig(TrainOptions):
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate."})
+    beta: float = field(default=0.1, metadata={"help": "Weight λ of the odds-ratio term (no reference model)."})
+
+
+@dataclass
+class SimPOConfig(TrainOptions):
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate."})
+    beta: float = field(default=2.0, metadata={"help": "Reward scale β (length-normalized, no reference model)."})
+    gamma_beta_ratio: float = field(default=0.5, metadata={"help": "Target margin γ as a fraction of β."})
+
+
+def _trl_stage(algorithm: str, cfg: TrainOptions) -> tuple[Any, Any, bool]:
+    """(TRL config, TRL trainer class, uses a reference model) for an algorithm."""
+    common = trainer_arguments(cfg, algorithm)
+    if algorithm == "dpo":
+        from trl import DPOConfig as TRLConfig
+        from trl import DPOTrainer
+
+        assert isinstance(cfg, DPOConfig)
+        return TRLConfig(**common, loss_type=[cfg.loss_type], beta=cfg.beta), DPOTrainer, True
+    if algorithm == "kto":
+        from trl import KTOConfig as TRLKTOConfig
+        from trl import KTOTrainer
+
+        assert isinstance(cfg, KTOConfig)
+        return TRLKTOConfig(**common, beta=cfg.beta, desirable_weight=cfg.desirable_weight,
+                            undesirable_weight=cfg.undesirable_weight), KTOTrainer, True
+    if algorithm == "orpo":
+        from trl.experimental.orpo import ORPOConfig as TRLORPOConfig
+        from trl.experimental.orpo import ORPOTrainer
+
+        assert isinstance(cfg, ORPOConfig)
+        return TRLORPOConfig(**common, beta=cfg.beta), ORPOTrainer, False
+    if algorithm == "simpo":
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        assert isinstance(cfg, SimPOConfig)
+        return CPOConfig(**common, loss_type="simpo", cpo_alpha=0.0, beta=cfg.beta,
+                         simpo_gamma=cfg.gamma_beta_ratio * cfg.beta), CPOTrainer, False
+    raise ValueError(algorithm)
+
+
+def unpaired(columns: dict[str, list]) -> dict[str, list]:
+    """KTO learns from single replies marked desirable or not: each pair gives one of each."""
+    out: dict[str, list] = {"prompt": [], "completion": [], "label": []}
+    for prompt, chosen, rejected in zip(columns["prompt"], columns["chosen"], columns["rejected"], strict=True):
+        out["prompt"] += [prompt, prompt]
+        out["completion"] += [chosen, rejected]
+        out["label"] += [True, False]
+    return out
+
+
+def run_preference(cfg: TrainOptions, algorithm: str, registry: Registry | None = None) -> TrainResult:
     import torch
     from datasets import Dataset
-    from trl import DPOConfig as TRLDPOConfig
-    from trl import DPOTrainer
 
     registry = registry or Registry()
     start = resolve_model(cfg.model, registry)
     if start.kind != "model":
-        raise KaiyuanError(f"{cfg.model!r} is an adapter; start DPO from a model (merge the adapter first)")
+        raise KaiyuanError(f"{cfg.model!r} is an adapter; start {algorithm.upper()} from a model (merge it first)")
     data = resolve_dataset(cfg.data, registry, license=cfg.data_license)
     records = dataset_records(data)
     if not records:
@@ -78,21 +139,39 @@ def run_dpo(cfg: DPOConfig, registry: Registry | None = None) -> TrainResult:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     columns = preference_rows(records, tokenizer, cfg.max_length, f"{data.id}/data.jsonl")
+    if algorithm == "kto":
+        columns = unpaired(columns)
 
     torch.manual_seed(cfg.seed)
-    args = TRLDPOConfig(**trainer_arguments(cfg, "dpo"), loss_type=[cfg.loss_type], beta=cfg.beta)
-    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_dict(columns),
-                         processing_class=tokenizer, peft_config=lora_config(cfg))
+    args, trainer_class, uses_reference = _trl_stage(algorithm, cfg)
+    trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_dict(columns),
+                            processing_class=tokenizer, peft_config=lora_config(cfg))
     started = time.time()
     train_output = train(trainer, cfg)
     seconds = time.time() - started
 
-    rows = logged_rows(trainer, DPO_KEYS)
+    rows = logged_rows(trainer, PREFERENCE_KEYS)
     last = rows[-1] if rows else {}
     metrics = {"train_loss": train_output.training_loss, "steps": trainer.state.global_step,
                "pairs": len(records), "seconds": round(seconds, 1), "final_loss": last.get("loss"),
                "reward_accuracy": last.get("rewards/accuracies"), "reward_margin": last.get("rewards/margins")}
-    return register_trained(trainer, cfg, stage="dpo", start=start,
-                            parents=[Parent(data.id, "dataset"), Parent(start.id, "reference_model")],
-                            tokenizer=tokenizer, metrics=metrics, rows=rows,
-                            curves=("loss", "rewards/margins", "rewards/accuracies"), registry=registry)
+    parents = [Parent(data.id, "dataset")] + ([Parent(start.id, "reference_model")] if uses_reference else [])
+    curves = tuple(key for key in ("loss", "rewards/margins", "rewards/accuracies") if any(key in r for r in rows))
+    return register_trained(trainer, cfg, stage=algorithm, start=start, parents=parents, tokenizer=tokenizer,
+                            metrics=metrics, rows=rows, curves=curves, registry=registry)
+
+
+def run_dpo(cfg: DPOConfig, registry: Registry | None = None) -> TrainResult:
+    return run_preference(cfg, "dpo", registry)
+
+
+def run_kto(cfg: KTOConfig, registry: Registry | None = None) -> TrainResult:
+    return run_preference(cfg, "kto", registry)
+
+
+def run_orpo(cfg: ORPOConfig, registry: Registry | None = None) -> TrainResult:
+    return run_preference(cfg, "orpo", registry)
+
+
+def run_simpo(cfg: SimPOConfig, registry: Registry | None = None) -> TrainResult:
+    return run_preference(cfg, "simpo", registry)
