@@ -71,6 +71,7 @@ def _run_demo(cfg: Any, json_output: bool) -> None:
 def _register_stage_commands() -> None:
     from kaiyuan.data.synthetic import SyntheticConfig
     from kaiyuan.demo import DemoConfig
+    from kaiyuan.train.grpo import GRPOConfig, run_grpo
     from kaiyuan.train.ppo import PPOConfig, run_ppo
     from kaiyuan.train.preference import (
         DPOConfig,
@@ -105,6 +106,8 @@ def _register_stage_commands() -> None:
     command_from_config(train_app, "ppo", PPOConfig, _training_command(run_ppo),
                         help="RLHF step 3: PPO against a reward model or a Python reward function, with a KL "
                              "penalty to the frozen starting model.")
+    command_from_config(train_app, "grpo", GRPOConfig, _training_command(run_grpo),
+                        help="GRPO with verifiable reward functions (groups of sampled replies), via TRL.")
     command_from_config(data_app, "synthetic", SyntheticConfig, _run_synthetic,
                         help="Generate and register a synthetic task's train / held-out (/ preference) splits.")
 

@@ -73,6 +73,13 @@ def _ppo(cfg: Any) -> dict[str, str]:
     return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "", **_metrics(result)}
 
 
+def _grpo(cfg: Any) -> dict[str, str]:
+    from kaiyuan.train.grpo import run_grpo
+
+    result = run_grpo(cfg)
+    return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "", **_metrics(result)}
+
+
 def _metrics(result: Any) -> dict[str, Any]:
     return {"metrics": result.metrics}
 
@@ -93,6 +100,7 @@ def _synthetic(cfg: Any) -> dict[str, str]:
 def stages() -> dict[str, StageSpec]:
     from kaiyuan.data.synthetic import SyntheticConfig
     from kaiyuan.evaluate.generation import ExactMatchConfig
+    from kaiyuan.train.grpo import GRPOConfig
     from kaiyuan.train.ppo import PPOConfig
     from kaiyuan.train.preference import DPOConfig, KTOConfig, ORPOConfig, SimPOConfig
     from kaiyuan.train.reward import RewardConfig
@@ -107,6 +115,7 @@ def stages() -> dict[str, StageSpec]:
         "simpo": StageSpec(SimPOConfig, _preference("simpo"), ("artifact", "merged")),
         "reward": StageSpec(RewardConfig, _reward, ("artifact",)),
         "ppo": StageSpec(PPOConfig, _ppo, ("artifact", "merged")),
+        "grpo": StageSpec(GRPOConfig, _grpo, ("artifact", "merged")),
         "eval": StageSpec(ExactMatchConfig, _eval, ("artifact",)),
     }
 
