@@ -73,6 +73,7 @@ def _register_stage_commands() -> None:
     from kaiyuan.demo import DemoConfig
     from kaiyuan.train.grpo import GRPOConfig, run_grpo
     from kaiyuan.train.ppo import PPOConfig, run_ppo
+    from kaiyuan.train.pretrain import PretrainConfig, run_pretrain
     from kaiyuan.train.preference import (
         DPOConfig,
         KTOConfig,
@@ -89,6 +90,9 @@ def _register_stage_commands() -> None:
     command_from_config(app, "demo", DemoConfig, _run_demo,
                         help="Run the whole lifecycle on a real open model: data → eval → LoRA SFT → merge → "
                              "eval → serve; writes $KAIYUAN_HOME/demo/summary.json.")
+    command_from_config(train_app, "pretrain", PretrainConfig, _training_command(run_pretrain),
+                        help="Causal-LM training on raw text ({'text'} records or .txt), packed into blocks with "
+                             "per-document attention; continued pretraining or --from-scratch.")
     command_from_config(train_app, "sft", SFTConfig, _training_command(run_sft),
                         help="Supervised fine-tuning (LoRA or full) with assistant-only loss, via TRL.")
     command_from_config(train_app, "dpo", DPOConfig, _training_command(run_dpo),

@@ -80,6 +80,13 @@ def _grpo(cfg: Any) -> dict[str, str]:
     return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "", **_metrics(result)}
 
 
+def _pretrain(cfg: Any) -> dict[str, str]:
+    from kaiyuan.train.pretrain import run_pretrain
+
+    result = run_pretrain(cfg)
+    return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "", **_metrics(result)}
+
+
 def _metrics(result: Any) -> dict[str, Any]:
     return {"metrics": result.metrics}
 
@@ -102,12 +109,14 @@ def stages() -> dict[str, StageSpec]:
     from kaiyuan.evaluate.generation import ExactMatchConfig
     from kaiyuan.train.grpo import GRPOConfig
     from kaiyuan.train.ppo import PPOConfig
+    from kaiyuan.train.pretrain import PretrainConfig
     from kaiyuan.train.preference import DPOConfig, KTOConfig, ORPOConfig, SimPOConfig
     from kaiyuan.train.reward import RewardConfig
     from kaiyuan.train.sft import SFTConfig
 
     return {
         "synthetic": StageSpec(SyntheticConfig, _synthetic, ("train", "heldout", "pairs")),
+        "pretrain": StageSpec(PretrainConfig, _pretrain, ("artifact", "merged")),
         "sft": StageSpec(SFTConfig, _sft, ("artifact", "merged")),
         "dpo": StageSpec(DPOConfig, _preference("dpo"), ("artifact", "merged")),
         "kto": StageSpec(KTOConfig, _preference("kto"), ("artifact", "merged")),

@@ -20,7 +20,7 @@ from typing import Any
 
 from kaiyuan.errors import KaiyuanError
 
-FORMATS = ("alpaca", "sharegpt", "messages", "pairs")
+FORMATS = ("alpaca", "sharegpt", "messages", "pairs", "text")
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "chatgpt": "assistant", "bard": "assistant", "bing": "assistant", "model": "assistant",
@@ -57,12 +57,15 @@ class Record:
     chosen: list[Message] | None = None
     rejected: list[Message] | None = None
     line: int = 0
+    text: str | None = None  # raw text (pretraining) instead of a conversation
 
     @property
     def is_preference(self) -> bool:
         return self.chosen is not None
 
     def to_dict(self) -> dict[str, Any]:
+        if self.text is not None:
+            return {"text": self.text}
         if self.is_preference:
             assert self.chosen is not None and self.rejected is not None
             return {"prompt": [m.to_dict() for m in self.messages],
@@ -187,6 +190,8 @@ def detect_format(obj: Any) -> str | None:
         return "pairs"
     if "instruction" in obj:
         return "alpaca"
+    if "text" in obj:
+        return "text"
     return None
 
 
@@ -343,7 +348,14 @@ def parse_pair(obj: dict[str, Any]) -> Record:
     return Record(messages, _reply(obj.get("chosen"), "chosen"), _reply(obj.get("rejected"), "rejected"))
 
 
-PARSERS = {"alpaca": parse_alpaca, "sharegpt": parse_sharegpt, "messages": parse_openai_messages,
+def parse_text(obj: dict[str, Any]) -> Record:
+    text = _string(obj, "text")
+    if not (text or "").strip():
+        raise RecordError("text", "empty document")
+    return Record([], text=text)
+
+
+PARSERS = {"text": parse_text, "alpaca": parse_alpaca, "sharegpt": parse_sharegpt, "messages": parse_openai_messages,
            "pairs": parse_pair}
 
 
@@ -382,6 +394,9 @@ def load_records(path: str | Path, fmt: str = "auto", skip_invalid: bool = False
     counted) or ``collect_all`` (problems are returned for a validation report).
     """
     path = Path(path)
+    if path.suffix in (".txt", ".md"):  # a plain-text file is one document
+        text = _open_text(path)
+        return LoadResult(path=path, format="text", records=[Record([], text=text, line=1)] if text.strip() else [])
     if fmt != "auto" and fmt not in FORMATS:
         raise DataError(f"{path}: unknown format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
     result = LoadResult(path=path, format=fmt)
@@ -393,7 +408,7 @@ def load_records(path: str | Path, fmt: str = "auto", skip_invalid: bool = False
                 detected = detect_format(obj)
                 if detected is None:
                     raise RecordError("record", "cannot detect the format: expected 'messages', 'conversations', "
-                                      "'instruction'/'output' or 'chosen'/'rejected' keys")
+                                      "'instruction'/'output', 'chosen'/'rejected' or 'text' keys")
                 result.format = detected
             records = parse_records(obj, result.format)
         except RecordError as exc:
@@ -423,7 +438,7 @@ def write_rejects(path: Path, problems: list[Problem]) -> None:
 
 
 def record_to_format(record: Record, fmt: str) -> dict[str, Any]:
-    if fmt in ("messages", "pairs") or record.is_preference:
+    if fmt in ("messages", "pairs", "text") or record.is_preference or record.text is not None:
         return record.to_dict()
     if fmt == "sharegpt":
         back = {v: k for k, v in {"human": "user", "gpt": "assistant", "system": "system"}.items()}

@@ -67,6 +67,8 @@ def run_sft(cfg: SFTConfig, registry: Registry | None = None) -> TrainResult:
     records = dataset_records(data)
     if not records:
         raise KaiyuanError(f"dataset {data.id} has no records")
+    if any(r.text is not None for r in records):
+        raise KaiyuanError(f"dataset {data.id} holds raw text; use `kaiyuan train pretrain` (SFT needs conversations)")
     if any(r.is_preference for r in records):
         raise KaiyuanError(f"dataset {data.id} holds preference pairs; SFT needs conversations")
 
