@@ -73,7 +73,6 @@ def _register_stage_commands() -> None:
     from kaiyuan.demo import DemoConfig
     from kaiyuan.train.grpo import GRPOConfig, run_grpo
     from kaiyuan.train.ppo import PPOConfig, run_ppo
-    from kaiyuan.train.pretrain import PretrainConfig, run_pretrain
     from kaiyuan.train.preference import (
         DPOConfig,
         KTOConfig,
@@ -84,6 +83,7 @@ def _register_stage_commands() -> None:
         run_orpo,
         run_simpo,
     )
+    from kaiyuan.train.pretrain import PretrainConfig, run_pretrain
     from kaiyuan.train.reward import RewardConfig, run_reward
     from kaiyuan.train.sft import SFTConfig, run_sft
 

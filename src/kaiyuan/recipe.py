@@ -109,8 +109,8 @@ def stages() -> dict[str, StageSpec]:
     from kaiyuan.evaluate.generation import ExactMatchConfig
     from kaiyuan.train.grpo import GRPOConfig
     from kaiyuan.train.ppo import PPOConfig
-    from kaiyuan.train.pretrain import PretrainConfig
     from kaiyuan.train.preference import DPOConfig, KTOConfig, ORPOConfig, SimPOConfig
+    from kaiyuan.train.pretrain import PretrainConfig
     from kaiyuan.train.reward import RewardConfig
     from kaiyuan.train.sft import SFTConfig
 
