@@ -104,6 +104,8 @@ class TrainOptions:
     lora_target_modules: str = field(default="all-linear", metadata={"help": "Comma list or all-linear."})
     merge: bool = field(default=False, metadata={"help": "Also merge the adapter and register the model."})
     logging_steps: int = field(default=5, metadata={"help": "Log metrics every N steps."})
+    nproc: int = field(default=1, metadata={"help": "Processes (torchrun DDP: gloo on CPU, nccl on GPU)."})
+    deepspeed: str | None = field(default=None, metadata={"help": "DeepSpeed ZeRO: zero2 or zero3."})
     checkpoint_steps: int = field(default=0, metadata={"help": "Save a resumable checkpoint every N steps (0: none)."})
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint of this same run."})
     seed: int = field(default=42, metadata={"help": "Seed for data order and initialization."})
@@ -146,17 +148,27 @@ def run_dir(opts: TrainOptions, stage: str) -> Path:
 
     from kaiyuan.home import kaiyuan_home
 
-    config = {k: v for k, v in asdict(opts).items() if k != "resume"}
+    config = {k: v for k, v in asdict(opts).items() if k not in ("resume", "model", "data")}
+    config["model"], config["data"] = opts.model, opts.data
     digest = hashlib.sha256(json.dumps([stage, config], sort_keys=True, default=str).encode()).hexdigest()[:12]
     return kaiyuan_home() / "runs" / f"{stage}-{digest}"
 
 
 def trainer_arguments(opts: TrainOptions, stage: str) -> dict[str, Any]:
     """Keyword arguments shared by TRL's stage configs (SFTConfig, DPOConfig, …)."""
+    import os
+
+    from kaiyuan.train.distributed import deepspeed_config
+
     checkpoints = {"save_strategy": "steps", "save_steps": opts.checkpoint_steps} if opts.checkpoint_steps else {
         "save_strategy": "no"}
+    extra: dict[str, Any] = {}
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and use_cpu():
+        extra["ddp_backend"] = "gloo"
+    if opts.deepspeed:
+        extra["deepspeed"] = deepspeed_config(opts.deepspeed)
     return dict(
-        output_dir=str(run_dir(opts, stage)), **checkpoints,
+        output_dir=str(run_dir(opts, stage)), **checkpoints, **extra,
         num_train_epochs=opts.epochs, max_steps=opts.max_steps, learning_rate=opts.learning_rate,
         lr_scheduler_type=opts.lr_scheduler, warmup_steps=opts.warmup_ratio,
         per_device_train_batch_size=opts.batch_size, gradient_accumulation_steps=opts.gradient_accumulation_steps,
@@ -235,9 +247,11 @@ def make_reproducible(directory: Path, base_id: str) -> None:
 
 def register_trained(trainer: Any, opts: TrainOptions, *, stage: str, start: Artifact, parents: list[Parent],
                      tokenizer: Any, metrics: dict[str, Any], rows: list[dict[str, Any]],
-                     curves: tuple[str, ...] = ("loss",), registry: Registry | None = None) -> TrainResult:
+                     curves: tuple[str, ...] = ("loss",), registry: Registry | None = None) -> TrainResult | None:
     """Register what a trainer produced: an adapter (LoRA) or a model (full), with metrics.jsonl and
-    PNG curves; optionally the merged model too."""
+    PNG curves; optionally the merged model too. In a distributed run only rank 0 registers (others: None)."""
+    if not trainer.is_world_process_zero():
+        return None
     kind = "adapter" if opts.method == "lora" else "model"
     relation = "adapter" if opts.method == "lora" else "finetune"
     name = opts.name or f"{start.name}-{stage}-{opts.method}"

@@ -80,7 +80,7 @@ def pair_accuracy(model: Any, tokenizer: Any, columns: dict[str, list]) -> float
     return wins / max(1, len(scores) // 2)
 
 
-def run_reward(cfg: RewardConfig, registry: Registry | None = None) -> TrainResult:
+def run_reward(cfg: RewardConfig, registry: Registry | None = None) -> TrainResult | None:
     import torch
     from datasets import Dataset
     from trl import RewardConfig as TRLRewardConfig
@@ -118,6 +118,8 @@ def run_reward(cfg: RewardConfig, registry: Registry | None = None) -> TrainResu
     started = time.time()
     train_output = train(trainer, cfg)
     seconds = time.time() - started
+    if not trainer.is_world_process_zero():
+        return None
     rows = logged_rows(trainer, ("loss", "learning_rate", "epoch", "accuracy", "margin"))
     trained = trainer.model.merge_and_unload() if peft is not None else trainer.model
     trained.eval()
