@@ -59,3 +59,35 @@ def test_too_long_example_is_refused_before_training(tiny, tmp_path):
 
 
 EXPECTED_LOSSES = [6.172, 6.032, 5.888, 5.866]  # tiny-llama, seed 3 (torchtune-style exact values)
+
+
+@pytest.mark.parametrize("method, kind", [("dora", "adapter"), ("freeze", "model"), ("full", "model")])
+def test_other_methods(tiny, dates_train, method, kind):
+    result = run_sft(SFTConfig(model="tiny-llama", data="dates-train", method=method, freeze_last_n=1, max_steps=2,
+                               batch_size=4, logging_steps=1, learning_rate=1e-3, seed=3))
+    assert result.artifact.kind == kind
+    relation = "adapter" if kind == "adapter" else "finetune"
+    assert Registry().parents(result.artifact.id)[0] == (tiny.id, relation)
+    if method == "dora":
+        config = json.loads((result.artifact.path / "adapter_config.json").read_text())
+        assert config["use_dora"] is True
+    if method == "freeze":  # layer 0 and the embeddings kept their weights; layer 1 moved
+        from safetensors.torch import load_file
+
+        before = load_file(tiny.path / "model.safetensors")
+        after = load_file(result.artifact.path / "model.safetensors")
+        assert (before["model.layers.0.mlp.up_proj.weight"] == after["model.layers.0.mlp.up_proj.weight"]).all()
+        assert (before["model.embed_tokens.weight"] == after["model.embed_tokens.weight"]).all()
+        assert not (before["model.layers.1.mlp.up_proj.weight"] == after["model.layers.1.mlp.up_proj.weight"]).all()
+
+
+def test_qlora_without_a_gpu_is_a_clear_error(tiny, dates_train):
+    with pytest.raises(KaiyuanError, match="method qlora needs bitsandbytes and a CUDA GPU"):
+        run_sft(SFTConfig(model="tiny-llama", data="dates-train", method="qlora"))
+
+
+def test_packing_trains_fewer_rows(tiny, dates_train):
+    plain = run_sft(SFTConfig(model="tiny-llama", data="dates-train", epochs=1, batch_size=2, seed=3))
+    packed = run_sft(SFTConfig(model="tiny-llama", data="dates-train", epochs=1, batch_size=2, seed=3, packing=True,
+                               max_length=256))
+    assert plain.metrics["steps"] == 8 and packed.metrics["steps"] < plain.metrics["steps"]

@@ -208,7 +208,8 @@ def base_of(artifact: Artifact, registry: Registry | None = None) -> Artifact:
 
 
 def load_model(ref: str | Artifact, registry: Registry | None = None, dtype: str = "float32",
-               merge_adapter: bool = False, for_training: bool = False) -> LoadedModel:
+               merge_adapter: bool = False, for_training: bool = False, quantization_config: Any = None
+               ) -> LoadedModel:
     """Tokenizer and model for a reference; adapters are applied on top of their base model."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -226,7 +227,8 @@ def load_model(ref: str | Artifact, registry: Registry | None = None, dtype: str
             model = model.merge_and_unload()
         tokenizer_dir = artifact.path if (artifact.path / "tokenizer_config.json").is_file() else base.path
     else:
-        model = AutoModelForCausalLM.from_pretrained(artifact.path, dtype=torch_dtype, use_safetensors=True)
+        extra = {"quantization_config": quantization_config} if quantization_config is not None else {}
+        model = AutoModelForCausalLM.from_pretrained(artifact.path, dtype=torch_dtype, use_safetensors=True, **extra)
         tokenizer_dir = artifact.path
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     if not for_training:

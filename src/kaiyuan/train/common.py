@@ -89,7 +89,10 @@ class TrainOptions:
     model: str = field(metadata={"help": "Model to start from (registry id/name, dir, .gguf, hub id)."})
     data: str = field(metadata={"help": "Training data: a registered dataset or a JSON/JSONL file."})
     name: str | None = field(default=None, metadata={"help": "Name of the output artifact."})
-    method: Literal["lora", "full"] = field(default="lora", metadata={"help": "lora or full."})
+    method: Literal["lora", "dora", "qlora", "full", "freeze"] = field(default="lora", metadata={
+        "help": "lora, dora, qlora (4-bit base; needs bitsandbytes + CUDA), full, or freeze (train the last "
+                "freeze_last_n layers only)."})
+    freeze_last_n: int = field(default=2, metadata={"help": "Layers trained with method freeze."})
     epochs: float = field(default=1.0, metadata={"help": "Passes over the data."})
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: epochs)."})
     learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate."})
@@ -130,16 +133,56 @@ class TrainResult:
                 "loss_curve_png": str(self.loss_curve_png) if self.loss_curve_png else None}
 
 
+ADAPTER_METHODS = ("lora", "dora", "qlora")
+
+
 def lora_config(opts: TrainOptions) -> Any:
-    """PEFT LoRA config for ``method: lora`` (None for full fine-tuning)."""
-    if opts.method != "lora":
+    """PEFT LoRA config for the adapter methods (None for full and freeze fine-tuning)."""
+    if opts.method not in ADAPTER_METHODS:
         return None
     from peft import LoraConfig
 
     targets: str | list[str] = (opts.lora_target_modules if opts.lora_target_modules == "all-linear"
                                 else [t.strip() for t in opts.lora_target_modules.split(",")])
     return LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
+                      target_modules=targets, task_type="CAUSAL_LM", use_dora=opts.method == "dora")
+
+
+def check_method(opts: TrainOptions) -> None:
+    """Fail before any heavy work when the method cannot run here."""
+    if opts.method == "qlora":
+        import importlib.util
+
+        import torch
+
+        if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available():
+            raise KaiyuanError("method qlora needs bitsandbytes and a CUDA GPU (4-bit base weights); this machine "
+                               f"has {'no CUDA GPU' if not torch.cuda.is_available() else 'no bitsandbytes'}. "
+                               "Use method lora or dora.")
+
+
+def quantization_config(opts: TrainOptions) -> Any:
+    if opts.method != "qlora":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def freeze_all_but_last(model: Any, n: int) -> None:
+    """Method freeze: only the last ``n`` decoder layers train (LLaMA-Factory's freeze tuning)."""
+    import re
+
+    layer_ids = sorted({int(m.group(1)) for name, _ in model.named_parameters()
+                        if (m := re.search(r"\.layers\.(\d+)\.", name))})
+    if not layer_ids:
+        raise KaiyuanError("method freeze: the model has no '.layers.N.' blocks to unfreeze")
+    if not 0 < n <= len(layer_ids):
+        raise KaiyuanError(f"freeze_last_n must be in 1..{len(layer_ids)}, got {n}")
+    trainable = {f".layers.{i}." for i in layer_ids[-n:]}
+    for name, param in model.named_parameters():
+        param.requires_grad = any(t in name for t in trainable)
 
 
 def run_dir(opts: TrainOptions, stage: str) -> Path:
@@ -252,8 +295,8 @@ def register_trained(trainer: Any, opts: TrainOptions, *, stage: str, start: Art
     PNG curves; optionally the merged model too. In a distributed run only rank 0 registers (others: None)."""
     if not trainer.is_world_process_zero():
         return None
-    kind = "adapter" if opts.method == "lora" else "model"
-    relation = "adapter" if opts.method == "lora" else "finetune"
+    kind = "adapter" if opts.method in ADAPTER_METHODS else "model"
+    relation = "adapter" if opts.method in ADAPTER_METHODS else "finetune"
     name = opts.name or f"{start.name}-{stage}-{opts.method}"
     with ArtifactWriter(kind, name, license=start.license, source=f"kaiyuan train {stage}",
                         parents=[Parent(start.id, relation), *parents],
@@ -267,7 +310,7 @@ def register_trained(trainer: Any, opts: TrainOptions, *, stage: str, start: Art
     artifact = writer.artifact
     assert artifact is not None
     merged = None
-    if opts.method == "lora" and opts.merge:
+    if opts.method in ADAPTER_METHODS and opts.merge:
         from kaiyuan.export.merge import merge_adapter
 
         merged = merge_adapter(artifact, registry, model=trainer.model, tokenizer=tokenizer)

@@ -19,9 +19,12 @@ from kaiyuan.models import load_model, resolve_model
 from kaiyuan.train.common import (
     TrainOptions,
     TrainResult,
+    check_method,
     dataset_records,
+    freeze_all_but_last,
     logged_rows,
     lora_config,
+    quantization_config,
     register_trained,
     resolve_dataset,
     train,
@@ -33,6 +36,8 @@ from kaiyuan.train.common import (
 class SFTConfig(TrainOptions):
     answer_only_head: bool = field(default=True, metadata={
         "help": "Run the LM head only at trained positions (same loss, faster); off: TRL's own loss."})
+    packing: bool = field(default=False, metadata={
+        "help": "Padding-free packing of examples into max_length rows (per-example attention via position ids)."})
 
 
 SFTResult = TrainResult
@@ -60,6 +65,7 @@ def run_sft(cfg: SFTConfig, registry: Registry | None = None) -> TrainResult:
     from trl import SFTTrainer
 
     registry = registry or Registry()
+    check_method(cfg)
     base = resolve_model(cfg.model, registry)
     if base.kind != "model":
         raise KaiyuanError(f"{cfg.model!r} is an adapter; train on a model (merge the adapter first)")
@@ -72,19 +78,22 @@ def run_sft(cfg: SFTConfig, registry: Registry | None = None) -> TrainResult:
     if any(r.is_preference for r in records):
         raise KaiyuanError(f"dataset {data.id} holds preference pairs; SFT needs conversations")
 
-    loaded = load_model(base, registry, for_training=True)
+    loaded = load_model(base, registry, for_training=True, quantization_config=quantization_config(cfg))
     tokenizer, model = loaded.tokenizer, loaded.model
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     columns = tokenize_records(tokenizer, records, cfg.max_length, f"{data.id}/data.jsonl")
 
+    if cfg.method == "freeze":
+        freeze_all_but_last(model, cfg.freeze_last_n)
     torch.manual_seed(cfg.seed)
     trainer_class = SFTTrainer
     if cfg.answer_only_head:
         from kaiyuan.train.answer_loss import AnswerOnlyHeadSFTTrainer
 
         trainer_class = AnswerOnlyHeadSFTTrainer
-    trainer = trainer_class(model=model, args=TRLSFTConfig(**trainer_arguments(cfg, "sft")),
+    packing = {"packing": True, "packing_strategy": "bfd"} if cfg.packing else {}
+    trainer = trainer_class(model=model, args=TRLSFTConfig(**trainer_arguments(cfg, "sft"), **packing),
                             train_dataset=Dataset.from_dict(columns), processing_class=tokenizer,
                             peft_config=lora_config(cfg))
     started = time.time()
