@@ -27,6 +27,7 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/eval_batching.py
 	$(BIN)/python benchmarks/sft_throughput.py
+	$(BIN)/python benchmarks/ppo_bench.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
