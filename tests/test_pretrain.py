@@ -36,9 +36,12 @@ def test_packed_documents_do_not_attend_across_boundaries(tiny):
 def test_pretrain_on_raw_text(tiny, tmp_path):
     docs = write_jsonl(tmp_path / "docs.jsonl", [{"text": f"Document {i}: the open model reads text {i}."}
                                                  for i in range(12)])
-    result = run_pretrain(PretrainConfig(model="tiny-llama", data=str(docs), block_size=32, max_steps=3, batch_size=2,
-                                         logging_steps=1, seed=0, data_license="CC0-1.0"))
+    results = [run_pretrain(PretrainConfig(model="tiny-llama", data=str(docs), block_size=32, max_steps=3,
+                                           batch_size=2, logging_steps=1, seed=0, data_license="CC0-1.0"))
+               for _ in range(2)]
+    result = results[0]
     rows = [json.loads(line) for line in (result.artifact.path / "metrics.jsonl").read_text().splitlines()]
+    assert results[1].artifact.id == result.artifact.id  # same seed: same weights, same artifact
     assert [r["step"] for r in rows] == [1, 2, 3] and rows[-1]["loss"] < rows[0]["loss"]
     assert result.metrics["per_document_attention"] is True and result.metrics["documents"] == 12
     assert result.artifact.kind == "model" and (result.artifact.path / "model.safetensors").is_file()
