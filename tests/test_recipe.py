@@ -42,6 +42,11 @@ def test_recipe_chains_stages_by_registry_reference(home, tmp_path):
              for line in (registry.get(stages["data"]["pairs"]).path / "data.jsonl").read_text().splitlines()}
     assert not heldout & pairs
 
+    again = run_recipe(path)  # everything already ran with the same resolved configs: reused, not retrained
+    assert all(outputs.get("cached") for outputs in again["stages"].values())
+    assert {k: {o: v for o, v in outs.items() if o != "cached"} for k, outs in again["stages"].items()} == \
+        json.loads(json.dumps(stages, default=str))
+
 
 @pytest.mark.parametrize("change, message", [
     (lambda r: r["stages"].append({"stage": "rlhf"}),

@@ -159,6 +159,7 @@ def run_recipe_command(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML: stages run in order; ${ID.OUTPUT} refers to an "
                                                 "earlier stage's artifact.")],
     check: Annotated[bool, typer.Option("--check", help="Only validate the recipe.")] = False,
+    cache: Annotated[bool, typer.Option(help="Reuse stages that already ran with the same resolved config.")] = True,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Run a recipe (e.g. recipes/dpo.yaml): every stage's config is checked before the first one runs."""
@@ -175,7 +176,7 @@ def run_recipe_command(
         err_console.rule(f"[bold cyan]stage {number}/{total}: {step.id} ({step.stage})")
 
     with library_chatter_to_stderr():
-        summary = run_recipe(recipe, announce)
+        summary = run_recipe(recipe, announce, use_cache=cache)
     if json_output:
         print_json(summary)
         return

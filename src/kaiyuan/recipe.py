@@ -173,8 +173,40 @@ def plan(recipe: dict[str, Any], source: str) -> list[PlannedStage]:
     return planned
 
 
-def run_recipe(path: Path, on_stage: Callable[[int, int, PlannedStage], None] | None = None) -> dict[str, Any]:
+def _cache_file(stage: str, values: dict[str, Any]) -> Path:
+    import hashlib
+    import json
+
+    from kaiyuan.home import kaiyuan_home
+
+    digest = hashlib.sha256(json.dumps([stage, values], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return kaiyuan_home() / "runs" / "recipe-cache" / f"{stage}-{digest}.json"
+
+
+def _cached(stage: str, values: dict[str, Any]) -> dict[str, Any] | None:
+    """A finished stage with the same resolved config whose artifacts are all still registered."""
+    import json
+
+    from kaiyuan.hub.registry import Registry
+
+    path = _cache_file(stage, values)
+    if not path.is_file():
+        return None
+    outputs = json.loads(path.read_text())
+    registry = Registry()
+    ids = [v for k, v in outputs.items() if k != "metrics" and isinstance(v, str) and v]
+    return outputs if all(registry.find(i) is not None for i in ids) else None
+
+
+def run_recipe(path: Path, on_stage: Callable[[int, int, PlannedStage], None] | None = None,
+               use_cache: bool = True) -> dict[str, Any]:
+    """Run every stage; a stage whose resolved config already ran to completion is reused (stages are
+    deterministic), so re-running a recipe after a failure continues where it stopped."""
+    import json
+
     import yaml
+
+    from kaiyuan.hub.manifest import atomic_write_json
 
     recipe = yaml.safe_load(Path(path).read_text())
     planned = plan(recipe, str(path))
@@ -192,5 +224,11 @@ def run_recipe(path: Path, on_stage: Callable[[int, int, PlannedStage], None] | 
                     raise KaiyuanError(f"{path}: {step.id}: {key}: {step.values[key]} produced nothing "
                                        "(e.g. 'merged' needs merge: true)")
             values[key] = value
-        results[step.id] = known[step.stage].run(load_config(known[step.stage].config, values, step.id))
+        cached = _cached(step.stage, values) if use_cache else None
+        if cached is not None:
+            results[step.id] = {**cached, "cached": True}
+            continue
+        outputs = known[step.stage].run(load_config(known[step.stage].config, values, step.id))
+        atomic_write_json(_cache_file(step.stage, values), json.loads(json.dumps(outputs, default=str)))
+        results[step.id] = outputs
     return {"recipe": str(path), "name": recipe.get("name"), "stages": results}
