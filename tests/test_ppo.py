@@ -81,3 +81,26 @@ def test_ppo_with_a_registered_reward_model(tiny, prompts):
 def test_ppo_needs_one_reward(tiny, prompts):
     with pytest.raises(KaiyuanError, match="exactly one of reward_model or reward_function"):
         ppo(reward_function=None)
+
+
+def test_scored_logprobs_are_the_sampling_distribution(tiny):
+    """Left-padded prompts are scored with the positions generate() used, so PPO's ratios are on-policy."""
+    from kaiyuan.models import load_model
+    from kaiyuan.train.ppo import response_logprobs_and_values
+
+    loaded = load_model("tiny-llama")
+    tokenizer = loaded.tokenizer
+    tokenizer.padding_side = "left"
+    encoded = tokenizer(["<|im_start|>user\nhi<|im_end|>\n", "<|im_start|>user\na longer prompt here<|im_end|>\n"],
+                        return_tensors="pt", padding=True, add_special_tokens=False)
+    torch.manual_seed(0)
+    out = loaded.model.generate(**encoded, do_sample=True, top_k=0, top_p=1.0, max_new_tokens=5, min_new_tokens=5,
+                                output_logits=True, return_dict_in_generate=True,
+                                pad_token_id=tokenizer.pad_token_id)
+    n = len(out.logits)  # raw logits: before min_new_tokens masks the end-of-sequence token
+    expected = torch.stack([torch.log_softmax(s.float(), -1) for s in out.logits], 1)
+    expected = torch.gather(expected, 2, out.sequences[:, -n:].unsqueeze(-1)).squeeze(-1)
+    mask = torch.cat([encoded["attention_mask"], torch.ones(2, n, dtype=torch.long)], 1)
+    with torch.no_grad():
+        logprobs, _ = response_logprobs_and_values(loaded.model, None, out.sequences, mask, n)
+    torch.testing.assert_close(logprobs, expected, atol=1e-4, rtol=1e-4)

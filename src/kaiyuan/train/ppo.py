@@ -133,8 +133,9 @@ def response_logprobs_and_values(policy: Any, value_head: ValueHead | None, sequ
                                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probabilities of the response tokens (the last ``n_response`` positions) and the values of
     the states they were sampled in. Only those positions go through the LM head."""
-    outputs = policy(input_ids=sequences, attention_mask=attention_mask, logits_to_keep=n_response + 1,
-                     output_hidden_states=value_head is not None, use_cache=False)
+    positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # as generate() numbers left-padded prompts
+    outputs = policy(input_ids=sequences, attention_mask=attention_mask, position_ids=positions,
+                     logits_to_keep=n_response + 1, output_hidden_states=value_head is not None, use_cache=False)
     logits = outputs.logits[:, :-1].float()
     tokens = sequences[:, -n_response:]
     logprobs = torch.gather(F.log_softmax(logits, dim=-1), 2, tokens.unsqueeze(-1)).squeeze(-1)
