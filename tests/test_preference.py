@@ -58,3 +58,17 @@ def test_kto_orpo_simpo_train_and_record_their_reference(tiny, pairs, algorithm,
     parents = Registry().parents(runs[0].artifact.id)
     assert ((tiny.id, "reference_model") in parents) is uses_reference
     assert runs[0].artifact.manifest["config"]["stage"] == algorithm
+
+
+def test_mistake_pairs_are_on_policy_and_record_their_generator(tiny):
+    from kaiyuan.data.synthetic import DATES_ANSWER_PATTERN
+    from kaiyuan.evaluate.generation import mistake_pairs
+    from kaiyuan.train.common import dataset_records
+
+    rows, _ = generate_dates(6, 0, seed=9)
+    dataset, tried = mistake_pairs("tiny-llama", rows, DATES_ANSWER_PATTERN, max_new_tokens=4)
+    records = dataset_records(dataset)
+    assert tried == 6 and len(records) == 6  # a random model gets every date wrong
+    assert all(r.chosen[0].content == row["messages"][1]["content"] for r, row in zip(records, rows, strict=True))
+    assert all(r.rejected[0].content != r.chosen[0].content for r in records)
+    assert Registry().parents(dataset.id) == [(tiny.id, "generator")]

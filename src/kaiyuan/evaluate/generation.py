@@ -111,3 +111,28 @@ def run_exact_match(cfg: ExactMatchConfig, registry: Registry | None = None) -> 
             "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions), encoding="utf-8")
     assert writer.artifact is not None
     return ExactMatchResult(exact_match, len(predictions), n_correct, writer.artifact, predictions)
+
+
+def mistake_pairs(model_ref: str, rows: list[dict], pattern: str, registry: Registry | None = None,
+                  batch_size: int = 32, max_new_tokens: int = 32, name: str = "mistake-pairs",
+                  license: str = "CC0-1.0") -> tuple[Artifact, int]:
+    """On-policy preference pairs: the model answers each conversation's last user turn; every wrong
+    answer becomes ``rejected`` against the reference as ``chosen``. Registered with the model as its
+    ``generator`` parent. Returns the dataset and the number of prompts tried."""
+    from kaiyuan.train.common import register_dataset
+
+    registry = registry or Registry()
+    model_artifact = resolve_model(model_ref, registry)
+    loaded = load_model(model_artifact, registry)
+    prompts = [prompt_text(loaded.tokenizer, row["messages"][:-1]) for row in rows]
+    outputs = generate_greedy(loaded.model, loaded.tokenizer, prompts, batch_size, max_new_tokens,
+                              description=f"answers of {model_artifact.name}")
+    pairs = []
+    for row, output in zip(rows, outputs, strict=True):
+        reference = row["messages"][-1]["content"]
+        if extract(output, pattern) != extract(reference, pattern):
+            pairs.append({"prompt": row["messages"][:-1], "chosen": [{"role": "assistant", "content": reference}],
+                          "rejected": [{"role": "assistant", "content": output.strip() or "(no answer)"}]})
+    dataset = register_dataset(pairs, name, license, f"kaiyuan mistake pairs from {model_artifact.id}",
+                               {"prompts": len(rows), "answer_pattern": pattern}, parents_of=[model_artifact.id])
+    return dataset, len(rows)

@@ -33,9 +33,12 @@ def resolve_dataset(ref: str, registry: Registry | None = None, data_format: str
 
 
 def register_dataset(records: list[Record] | list[dict], name: str, license: str, source: str,
-                     config: dict[str, Any] | None = None, seed: int | None = None) -> Artifact:
+                     config: dict[str, Any] | None = None, seed: int | None = None,
+                     parents_of: list[str] | None = None) -> Artifact:
+    """Register records as a dataset; ``parents_of`` names models that generated them (relation generator)."""
     rows = [r.to_dict() if isinstance(r, Record) else r for r in records]
     with ArtifactWriter("dataset", name, license=license, source=source, config=config or {}, seed=seed,
+                        parents=[Parent(p, "generator") for p in parents_of or []],
                         metrics={"records": len(rows)}) as writer:
         (writer.path / DATA_FILE).write_text(
             "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
