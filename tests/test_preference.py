@@ -72,3 +72,12 @@ def test_mistake_pairs_are_on_policy_and_record_their_generator(tiny):
     assert all(r.chosen[0].content == row["messages"][1]["content"] for r, row in zip(records, rows, strict=True))
     assert all(r.rejected[0].content != r.chosen[0].content for r in records)
     assert Registry().parents(dataset.id) == [(tiny.id, "generator")]
+
+
+def test_dpo_with_an_sft_term_adds_the_chosen_nll(tiny, pairs):
+    plain = run_dpo(DPOConfig(model="tiny-llama", data="date-pairs", max_steps=1, batch_size=4, logging_steps=1))
+    rpo = run_dpo(DPOConfig(model="tiny-llama", data="date-pairs", max_steps=1, batch_size=4, logging_steps=1,
+                            sft_weight=1.0))
+    first = [json.loads((r.artifact.path / "metrics.jsonl").read_text().splitlines()[0])["loss"] for r in (plain, rpo)]
+    assert first[0] == pytest.approx(0.693147, abs=1e-4)
+    assert first[1] > first[0] + 1.0  # + the chosen replies' NLL under a random model (several nats)

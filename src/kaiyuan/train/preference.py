@@ -38,6 +38,8 @@ class DPOConfig(TrainOptions):
     loss_type: Literal["sigmoid", "ipo", "hinge"] = field(default="sigmoid", metadata={
         "help": "DPO loss: sigmoid (DPO), ipo (IPO), hinge (SLiC)."})
     beta: float = field(default=0.1, metadata={"help": "Strength of the pull towards the reference model."})
+    sft_weight: float = field(default=0.0, metadata={
+        "help": "Add this weight × the chosen replies' NLL (RPO: keeps the chosen answers likely)."})
 
 
 def preference_rows(records: list, tokenizer: object, max_length: int, source: str) -> dict[str, list]:
@@ -89,7 +91,9 @@ def _trl_stage(algorithm: str, cfg: TrainOptions) -> tuple[Any, Any, bool]:
         from trl import DPOTrainer
 
         assert isinstance(cfg, DPOConfig)
-        return TRLConfig(**common, loss_type=[cfg.loss_type], beta=cfg.beta), DPOTrainer, True
+        losses = {"loss_type": [cfg.loss_type, "sft"], "loss_weights": [1.0, cfg.sft_weight]} if cfg.sft_weight else {
+            "loss_type": [cfg.loss_type]}
+        return TRLConfig(**common, **losses, beta=cfg.beta), DPOTrainer, True
     if algorithm == "kto":
         from trl import KTOConfig as TRLKTOConfig
         from trl import KTOTrainer
