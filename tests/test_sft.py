@@ -91,3 +91,8 @@ def test_packing_trains_fewer_rows(tiny, dates_train):
     packed = run_sft(SFTConfig(model="tiny-llama", data="dates-train", epochs=1, batch_size=2, seed=3, packing=True,
                                max_length=256))
     assert plain.metrics["steps"] == 8 and packed.metrics["steps"] < plain.metrics["steps"]
+
+
+def test_max_length_beyond_the_models_context_is_refused(tiny, dates_train):
+    with pytest.raises(KaiyuanError, match=r"max_length 4096 is longer than the model allows \(512 positions\)"):
+        run_sft(SFTConfig(model="tiny-llama", data="dates-train", max_length=4096, max_steps=1))

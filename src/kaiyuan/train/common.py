@@ -103,12 +103,15 @@ class TrainOptions:
     warmup_ratio: float = field(default=0.0, metadata={"help": "Fraction of steps for LR warm-up."})
     batch_size: int = field(default=8, metadata={"help": "Examples per device per step."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps to accumulate."})
-    max_length: int = field(default=1024, metadata={"help": "Longest tokenized example allowed."})
+    max_length: int | None = field(default=None, metadata={
+        "help": "Longest tokenized example allowed (default: the model's context)."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
     lora_target_modules: str = field(default="all-linear", metadata={"help": "Comma list or all-linear."})
     merge: bool = field(default=False, metadata={"help": "Also merge the adapter and register the model."})
+    precision: Literal["fp32", "bf16"] = field(default="fp32", metadata={
+        "help": "fp32, or bf16 mixed precision (autocast; fast on CPUs with AVX512-BF16/AMX and on GPUs)."})
     logging_steps: int = field(default=5, metadata={"help": "Log metrics every N steps."})
     nproc: int = field(default=1, metadata={"help": "Processes (torchrun DDP: gloo on CPU, nccl on GPU)."})
     deepspeed: str | None = field(default=None, metadata={"help": "DeepSpeed ZeRO: zero2 or zero3."})
@@ -149,6 +152,16 @@ def lora_config(opts: TrainOptions) -> Any:
                                 else [t.strip() for t in opts.lora_target_modules.split(",")])
     return LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM", use_dora=opts.method == "dora")
+
+
+def length_limit(opts: TrainOptions, model: Any) -> int:
+    """The longest example allowed: max_length, and never more than the model's context."""
+    context = getattr(model.config, "max_position_embeddings", None) or 2048
+    if opts.max_length is None:
+        return int(context)
+    if opts.max_length > context:
+        raise KaiyuanError(f"max_length {opts.max_length} is longer than the model allows ({context} positions)")
+    return opts.max_length
 
 
 def check_method(opts: TrainOptions) -> None:
@@ -220,7 +233,7 @@ def trainer_arguments(opts: TrainOptions, stage: str) -> dict[str, Any]:
         per_device_train_batch_size=opts.batch_size, gradient_accumulation_steps=opts.gradient_accumulation_steps,
         max_length=opts.max_length, logging_steps=opts.logging_steps, logging_first_step=True,
         report_to=reporting(), seed=opts.seed, data_seed=opts.seed, use_cpu=use_cpu(),
-        bf16=False, fp16=False, dataset_num_proc=None, disable_tqdm=False,
+        bf16=opts.precision == "bf16", fp16=False, dataset_num_proc=None, disable_tqdm=False,
     )
 
 

@@ -20,6 +20,7 @@ from kaiyuan.train.common import (
     TrainOptions,
     TrainResult,
     dataset_records,
+    length_limit,
     logged_rows,
     lora_config,
     register_trained,
@@ -142,12 +143,14 @@ def run_preference(cfg: TrainOptions, algorithm: str, registry: Registry | None 
     tokenizer, model = loaded.tokenizer, loaded.model
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    columns = preference_rows(records, tokenizer, cfg.max_length, f"{data.id}/data.jsonl")
+    limit = length_limit(cfg, model)
+    columns = preference_rows(records, tokenizer, limit, f"{data.id}/data.jsonl")
     if algorithm == "kto":
         columns = unpaired(columns)
 
     torch.manual_seed(cfg.seed)
     args, trainer_class, uses_reference = _trl_stage(algorithm, cfg)
+    args.max_length = limit
     trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_dict(columns),
                             processing_class=tokenizer, peft_config=lora_config(cfg))
     started = time.time()

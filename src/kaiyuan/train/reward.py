@@ -22,6 +22,7 @@ from kaiyuan.train.common import (
     TrainOptions,
     TrainResult,
     dataset_records,
+    length_limit,
     logged_rows,
     plot_curve,
     resolve_dataset,
@@ -99,7 +100,7 @@ def run_reward(cfg: RewardConfig, registry: Registry | None = None) -> TrainResu
     torch.manual_seed(cfg.seed)
     model, tokenizer, _ = load_reward_model(start, registry)
     model.train()
-    columns = preference_rows(records, tokenizer, cfg.max_length, f"{data.id}/data.jsonl")
+    columns = preference_rows(records, tokenizer, length_limit(cfg, model), f"{data.id}/data.jsonl")
     order = list(range(len(records)))
     random.Random(cfg.seed).shuffle(order)
     n_heldout = int(len(order) * cfg.heldout_fraction)

@@ -22,6 +22,7 @@ from kaiyuan.train.common import (
     check_method,
     dataset_records,
     freeze_all_but_last,
+    length_limit,
     logged_rows,
     lora_config,
     quantization_config,
@@ -82,7 +83,8 @@ def run_sft(cfg: SFTConfig, registry: Registry | None = None) -> TrainResult:
     tokenizer, model = loaded.tokenizer, loaded.model
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    columns = tokenize_records(tokenizer, records, cfg.max_length, f"{data.id}/data.jsonl")
+    limit = length_limit(cfg, model)
+    columns = tokenize_records(tokenizer, records, limit, f"{data.id}/data.jsonl")
 
     if cfg.method == "freeze":
         freeze_all_but_last(model, cfg.freeze_last_n)
@@ -93,7 +95,8 @@ def run_sft(cfg: SFTConfig, registry: Registry | None = None) -> TrainResult:
 
         trainer_class = AnswerOnlyHeadSFTTrainer
     packing = {"packing": True, "packing_strategy": "bfd"} if cfg.packing else {}
-    trainer = trainer_class(model=model, args=TRLSFTConfig(**trainer_arguments(cfg, "sft"), **packing),
+    arguments = {**trainer_arguments(cfg, "sft"), "max_length": limit, **packing}
+    trainer = trainer_class(model=model, args=TRLSFTConfig(**arguments),
                             train_dataset=Dataset.from_dict(columns), processing_class=tokenizer,
                             peft_config=lora_config(cfg))
     started = time.time()
