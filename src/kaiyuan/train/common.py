@@ -50,6 +50,21 @@ def dataset_records(artifact: Artifact) -> list[Record]:
     return load_records(artifact.path / DATA_FILE, "auto").records
 
 
+def stage_inputs(model_ref: str, data_ref: str, data_license: str, stage: str,
+                 registry: Registry) -> tuple[Artifact, Artifact, list[Record]]:
+    """The starting model (a model, not an adapter), the dataset and its records, or a clear error."""
+    from kaiyuan.models import resolve_model
+
+    start = resolve_model(model_ref, registry)
+    if start.kind != "model":
+        raise KaiyuanError(f"{model_ref!r} is an adapter; {stage} starts from a model (merge the adapter first)")
+    data = resolve_dataset(data_ref, registry, license=data_license)
+    records = dataset_records(data)
+    if not records:
+        raise KaiyuanError(f"dataset {data.id} has no records")
+    return start, data, records
+
+
 def use_cpu() -> bool:
     import torch
 

@@ -15,15 +15,14 @@ from typing import Any
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.manifest import Parent
 from kaiyuan.hub.registry import Registry
-from kaiyuan.models import load_model, resolve_model
+from kaiyuan.models import load_model
 from kaiyuan.train.common import (
     TrainOptions,
     TrainResult,
-    dataset_records,
     logged_rows,
     lora_config,
     register_trained,
-    resolve_dataset,
+    stage_inputs,
     train,
     trainer_arguments,
 )
@@ -59,18 +58,12 @@ def run_grpo(cfg: GRPOConfig, registry: Registry | None = None) -> TrainResult:
     from trl import GRPOTrainer
 
     registry = registry or Registry()
-    start = resolve_model(cfg.model, registry)
-    if start.kind != "model":
-        raise KaiyuanError(f"{cfg.model!r} is an adapter; start GRPO from a model (merge it first)")
     if cfg.batch_size % cfg.num_generations:
         raise KaiyuanError(f"batch_size ({cfg.batch_size}) must be a multiple of num_generations "
                            f"({cfg.num_generations})")
     functions = [trl_reward(load_reward_function(ref.strip()), ref.strip().rpartition(":")[2])
                  for ref in cfg.reward_function.split(",")]
-    data = resolve_dataset(cfg.data, registry, license=cfg.data_license)
-    records = dataset_records(data)
-    if not records:
-        raise KaiyuanError(f"dataset {data.id} has no prompts")
+    start, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, "GRPO", registry)
     columns = {"prompt": [prompt_of(r) for r in records],
                "reference": [(r.chosen or [r.messages[-1]])[-1].content for r in records]}
     loaded = load_model(start, registry, for_training=True)

@@ -28,9 +28,9 @@ from kaiyuan.data.templates import end_of_turn_token_ids, prompt_text, render
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.manifest import Parent
 from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
-from kaiyuan.models import load_model, resolve_model
+from kaiyuan.models import load_model
 from kaiyuan.progress import progress_bar
-from kaiyuan.train.common import TrainResult, dataset_records, plot_curve, resolve_dataset, write_metrics
+from kaiyuan.train.common import TrainResult, plot_curve, stage_inputs, write_metrics
 
 
 @dataclass
@@ -172,13 +172,7 @@ def run_ppo(cfg: PPOConfig, registry: Registry | None = None) -> TrainResult:
         raise KaiyuanError(f"batch_size ({cfg.batch_size}) must be a multiple of mini_batch_size "
                            f"({cfg.mini_batch_size})")
     registry = registry or Registry()
-    start = resolve_model(cfg.model, registry)
-    if start.kind != "model":
-        raise KaiyuanError(f"{cfg.model!r} is an adapter; start PPO from a model (merge the adapter first)")
-    data = resolve_dataset(cfg.data, registry, license=cfg.data_license)
-    records = dataset_records(data)
-    if not records:
-        raise KaiyuanError(f"dataset {data.id} has no prompts")
+    start, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, "PPO", registry)
     reward_artifact: Artifact | None = None
     if cfg.reward_model:
         from kaiyuan.train.reward import load_reward_model, score_texts

@@ -15,16 +15,15 @@ from kaiyuan.data.templates import render
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.manifest import Parent
 from kaiyuan.hub.registry import Registry
-from kaiyuan.models import load_model, resolve_model
+from kaiyuan.models import load_model
 from kaiyuan.train.common import (
     TrainOptions,
     TrainResult,
-    dataset_records,
     length_limit,
     logged_rows,
     lora_config,
     register_trained,
-    resolve_dataset,
+    stage_inputs,
     train,
     trainer_arguments,
 )
@@ -132,13 +131,7 @@ def run_preference(cfg: TrainOptions, algorithm: str, registry: Registry | None 
     from datasets import Dataset
 
     registry = registry or Registry()
-    start = resolve_model(cfg.model, registry)
-    if start.kind != "model":
-        raise KaiyuanError(f"{cfg.model!r} is an adapter; start {algorithm.upper()} from a model (merge it first)")
-    data = resolve_dataset(cfg.data, registry, license=cfg.data_license)
-    records = dataset_records(data)
-    if not records:
-        raise KaiyuanError(f"dataset {data.id} has no records")
+    start, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, algorithm.upper(), registry)
     loaded = load_model(start, registry, for_training=True)
     tokenizer, model = loaded.tokenizer, loaded.model
     if tokenizer.pad_token is None:

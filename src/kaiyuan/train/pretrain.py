@@ -18,15 +18,14 @@ from typing import Any, Literal
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.manifest import Parent
 from kaiyuan.hub.registry import Registry
-from kaiyuan.models import load_model, resolve_model
+from kaiyuan.models import load_model
 from kaiyuan.train.common import (
     TrainOptions,
     TrainResult,
-    dataset_records,
     logged_rows,
     lora_config,
     register_trained,
-    resolve_dataset,
+    stage_inputs,
     train,
     trainer_arguments,
 )
@@ -90,11 +89,8 @@ def run_pretrain(cfg: PretrainConfig, registry: Registry | None = None) -> Train
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
     registry = registry or Registry()
-    start = resolve_model(cfg.model, registry)
-    if start.kind != "model":
-        raise KaiyuanError(f"{cfg.model!r} is an adapter; pretrain a model")
-    data = resolve_dataset(cfg.data, registry, license=cfg.data_license)
-    texts = [r.text for r in dataset_records(data) if r.text is not None]
+    start, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, "pretraining", registry)
+    texts = [r.text for r in records if r.text is not None]
     if not texts:
         raise KaiyuanError(f"dataset {data.id} has no raw text (records with a 'text' field, or .txt files)")
     torch.manual_seed(cfg.seed)

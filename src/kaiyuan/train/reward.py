@@ -21,11 +21,10 @@ from kaiyuan.progress import progress_bar
 from kaiyuan.train.common import (
     TrainOptions,
     TrainResult,
-    dataset_records,
     length_limit,
     logged_rows,
     plot_curve,
-    resolve_dataset,
+    stage_inputs,
     train,
     trainer_arguments,
     write_metrics,
@@ -90,13 +89,9 @@ def run_reward(cfg: RewardConfig, registry: Registry | None = None) -> TrainResu
     from kaiyuan.train.common import lora_config
 
     registry = registry or Registry()
-    start = resolve_model(cfg.model, registry)
-    if start.kind != "model":
-        raise KaiyuanError(f"{cfg.model!r} is an adapter; train a reward model from a model")
     if not 0 <= cfg.heldout_fraction < 1:
         raise KaiyuanError(f"heldout_fraction must be in [0, 1), got {cfg.heldout_fraction}")
-    data = resolve_dataset(cfg.data, registry, license=cfg.data_license)
-    records = dataset_records(data)
+    start, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, "the reward model", registry)
     torch.manual_seed(cfg.seed)
     model, tokenizer, _ = load_reward_model(start, registry)
     model.train()

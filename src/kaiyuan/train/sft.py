@@ -15,19 +15,18 @@ from kaiyuan.data.templates import encode_chat
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.manifest import Parent
 from kaiyuan.hub.registry import Registry
-from kaiyuan.models import load_model, resolve_model
+from kaiyuan.models import load_model
 from kaiyuan.train.common import (
     TrainOptions,
     TrainResult,
     check_method,
-    dataset_records,
     freeze_all_but_last,
     length_limit,
     logged_rows,
     lora_config,
     quantization_config,
     register_trained,
-    resolve_dataset,
+    stage_inputs,
     train,
     trainer_arguments,
 )
@@ -67,13 +66,7 @@ def run_sft(cfg: SFTConfig, registry: Registry | None = None) -> TrainResult:
 
     registry = registry or Registry()
     check_method(cfg)
-    base = resolve_model(cfg.model, registry)
-    if base.kind != "model":
-        raise KaiyuanError(f"{cfg.model!r} is an adapter; train on a model (merge the adapter first)")
-    data = resolve_dataset(cfg.data, registry, license=cfg.data_license)
-    records = dataset_records(data)
-    if not records:
-        raise KaiyuanError(f"dataset {data.id} has no records")
+    base, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, "SFT", registry)
     if any(r.text is not None for r in records):
         raise KaiyuanError(f"dataset {data.id} holds raw text; use `kaiyuan train pretrain` (SFT needs conversations)")
     if any(r.is_preference for r in records):
