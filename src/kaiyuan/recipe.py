@@ -41,54 +41,20 @@ class StageSpec:
     outputs: tuple[str, ...]
 
 
-def _sft(cfg: Any) -> dict[str, str]:
-    from kaiyuan.train.sft import run_sft
-
-    result = run_sft(cfg)
-    return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "", **_metrics(result)}
+TRAINED = ("artifact", "merged")
 
 
-def _preference(algorithm: str) -> Callable[[Any], dict[str, str]]:
-    def run(cfg: Any) -> dict[str, str]:
-        from kaiyuan.train.preference import run_preference
+def _trained(module: str, function: str, *args: Any) -> Callable[[Any], dict[str, Any]]:
+    """A recipe step for a training stage: its artifact, merged model (if any) and metrics."""
 
-        result = run_preference(cfg, algorithm)
+    def run(cfg: Any) -> dict[str, Any]:
+        import importlib
+
+        result = getattr(importlib.import_module(module), function)(cfg, *args)
         return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "",
-                **_metrics(result)}
+                "metrics": result.metrics}
 
     return run
-
-
-def _reward(cfg: Any) -> dict[str, str]:
-    from kaiyuan.train.reward import run_reward
-
-    result = run_reward(cfg)
-    return {"artifact": result.artifact.id, **_metrics(result)}
-
-
-def _ppo(cfg: Any) -> dict[str, str]:
-    from kaiyuan.train.ppo import run_ppo
-
-    result = run_ppo(cfg)
-    return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "", **_metrics(result)}
-
-
-def _grpo(cfg: Any) -> dict[str, str]:
-    from kaiyuan.train.grpo import run_grpo
-
-    result = run_grpo(cfg)
-    return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "", **_metrics(result)}
-
-
-def _pretrain(cfg: Any) -> dict[str, str]:
-    from kaiyuan.train.pretrain import run_pretrain
-
-    result = run_pretrain(cfg)
-    return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "", **_metrics(result)}
-
-
-def _metrics(result: Any) -> dict[str, Any]:
-    return {"metrics": result.metrics}
 
 
 def _eval(cfg: Any) -> dict[str, str]:
@@ -116,15 +82,15 @@ def stages() -> dict[str, StageSpec]:
 
     return {
         "synthetic": StageSpec(SyntheticConfig, _synthetic, ("train", "heldout", "pairs")),
-        "pretrain": StageSpec(PretrainConfig, _pretrain, ("artifact", "merged")),
-        "sft": StageSpec(SFTConfig, _sft, ("artifact", "merged")),
-        "dpo": StageSpec(DPOConfig, _preference("dpo"), ("artifact", "merged")),
-        "kto": StageSpec(KTOConfig, _preference("kto"), ("artifact", "merged")),
-        "orpo": StageSpec(ORPOConfig, _preference("orpo"), ("artifact", "merged")),
-        "simpo": StageSpec(SimPOConfig, _preference("simpo"), ("artifact", "merged")),
-        "reward": StageSpec(RewardConfig, _reward, ("artifact",)),
-        "ppo": StageSpec(PPOConfig, _ppo, ("artifact", "merged")),
-        "grpo": StageSpec(GRPOConfig, _grpo, ("artifact", "merged")),
+        "pretrain": StageSpec(PretrainConfig, _trained("kaiyuan.train.pretrain", "run_pretrain"), TRAINED),
+        "sft": StageSpec(SFTConfig, _trained("kaiyuan.train.sft", "run_sft"), TRAINED),
+        "dpo": StageSpec(DPOConfig, _trained("kaiyuan.train.preference", "run_preference", "dpo"), TRAINED),
+        "kto": StageSpec(KTOConfig, _trained("kaiyuan.train.preference", "run_preference", "kto"), TRAINED),
+        "orpo": StageSpec(ORPOConfig, _trained("kaiyuan.train.preference", "run_preference", "orpo"), TRAINED),
+        "simpo": StageSpec(SimPOConfig, _trained("kaiyuan.train.preference", "run_preference", "simpo"), TRAINED),
+        "reward": StageSpec(RewardConfig, _trained("kaiyuan.train.reward", "run_reward"), ("artifact",)),
+        "ppo": StageSpec(PPOConfig, _trained("kaiyuan.train.ppo", "run_ppo"), TRAINED),
+        "grpo": StageSpec(GRPOConfig, _trained("kaiyuan.train.grpo", "run_grpo"), TRAINED),
         "eval": StageSpec(ExactMatchConfig, _eval, ("artifact",)),
     }
 
