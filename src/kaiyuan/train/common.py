@@ -50,9 +50,10 @@ def dataset_records(artifact: Artifact) -> list[Record]:
     return load_records(artifact.path / DATA_FILE, "auto").records
 
 
-def stage_inputs(model_ref: str, data_ref: str, data_license: str, stage: str,
-                 registry: Registry) -> tuple[Artifact, Artifact, list[Record]]:
-    """The starting model (a model, not an adapter), the dataset and its records, or a clear error."""
+def stage_inputs(model_ref: str, data_ref: str, data_license: str, stage: str, registry: Registry,
+                 need_pairs: bool = False) -> tuple[Artifact, Artifact, list[Record]]:
+    """The starting model (a model, not an adapter), the dataset and its records, or a clear error —
+    before any model is loaded."""
     from kaiyuan.models import resolve_model
 
     start = resolve_model(model_ref, registry)
@@ -62,6 +63,11 @@ def stage_inputs(model_ref: str, data_ref: str, data_license: str, stage: str,
     records = dataset_records(data)
     if not records:
         raise KaiyuanError(f"dataset {data.id} has no records")
+    if need_pairs:
+        for record in records:
+            if not record.is_preference:
+                raise KaiyuanError(f"{data.id}/{DATA_FILE}:{record.line}: record: not a preference pair (needs "
+                                   f"prompt, chosen and rejected) — {stage} learns from pairs")
     return start, data, records
 
 

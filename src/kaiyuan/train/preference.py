@@ -131,7 +131,8 @@ def run_preference(cfg: TrainOptions, algorithm: str, registry: Registry | None 
     from datasets import Dataset
 
     registry = registry or Registry()
-    start, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, algorithm.upper(), registry)
+    start, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, algorithm.upper(), registry,
+                                        need_pairs=True)
     loaded = load_model(start, registry, for_training=True)
     tokenizer, model = loaded.tokenizer, loaded.model
     if tokenizer.pad_token is None:

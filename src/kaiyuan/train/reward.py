@@ -91,7 +91,8 @@ def run_reward(cfg: RewardConfig, registry: Registry | None = None) -> TrainResu
     registry = registry or Registry()
     if not 0 <= cfg.heldout_fraction < 1:
         raise KaiyuanError(f"heldout_fraction must be in [0, 1), got {cfg.heldout_fraction}")
-    start, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, "the reward model", registry)
+    start, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, "the reward model", registry,
+                                        need_pairs=True)
     torch.manual_seed(cfg.seed)
     model, tokenizer, _ = load_reward_model(start, registry)
     model.train()
