@@ -71,47 +71,14 @@ def _run_demo(cfg: Any, json_output: bool) -> None:
 def _register_stage_commands() -> None:
     from kaiyuan.data.synthetic import SyntheticConfig
     from kaiyuan.demo import DemoConfig
-    from kaiyuan.train.grpo import GRPOConfig, run_grpo
-    from kaiyuan.train.ppo import PPOConfig, run_ppo
-    from kaiyuan.train.preference import (
-        DPOConfig,
-        KTOConfig,
-        ORPOConfig,
-        SimPOConfig,
-        run_dpo,
-        run_kto,
-        run_orpo,
-        run_simpo,
-    )
-    from kaiyuan.train.pretrain import PretrainConfig, run_pretrain
-    from kaiyuan.train.reward import RewardConfig, run_reward
-    from kaiyuan.train.sft import SFTConfig, run_sft
+    from kaiyuan.train.stages import TRAINING_STAGES
 
     command_from_config(app, "demo", DemoConfig, _run_demo,
                         help="Run the whole lifecycle on a real open model: data → eval → LoRA SFT → merge → "
                              "eval → serve; writes $KAIYUAN_HOME/demo/summary.json.")
-    command_from_config(train_app, "pretrain", PretrainConfig, _training_command(run_pretrain, "pretrain"),
-                        help="Causal-LM training on raw text ({'text'} records or .txt), packed into blocks with "
-                             "per-document attention; continued pretraining or --from-scratch.")
-    command_from_config(train_app, "sft", SFTConfig, _training_command(run_sft, "sft"),
-                        help="Supervised fine-tuning (LoRA or full) with assistant-only loss, via TRL.")
-    command_from_config(train_app, "dpo", DPOConfig, _training_command(run_dpo, "dpo"),
-                        help="Direct preference optimization (sigmoid / ipo / hinge) from prompt/chosen/rejected "
-                             "pairs, via TRL; the starting model is the reference.")
-    command_from_config(train_app, "kto", KTOConfig, _training_command(run_kto, "kto"),
-                        help="KTO from desirable / undesirable replies (each pair gives one of each), via TRL.")
-    command_from_config(train_app, "orpo", ORPOConfig, _training_command(run_orpo, "orpo"),
-                        help="ORPO: SFT plus an odds-ratio preference term, no reference model (TRL experimental).")
-    command_from_config(train_app, "simpo", SimPOConfig, _training_command(run_simpo, "simpo"),
-                        help="SimPO: length-normalized, reference-free preference loss (TRL experimental CPO).")
-    command_from_config(train_app, "reward", RewardConfig, _training_command(run_reward, "reward"),
-                        help="Pairwise reward model (Bradley–Terry) from chosen/rejected pairs, via TRL; reports "
-                             "held-out pair accuracy.")
-    command_from_config(train_app, "ppo", PPOConfig, _training_command(run_ppo, "ppo"),
-                        help="RLHF step 3: PPO against a reward model or a Python reward function, with a KL "
-                             "penalty to the frozen starting model.")
-    command_from_config(train_app, "grpo", GRPOConfig, _training_command(run_grpo, "grpo"),
-                        help="GRPO with verifiable reward functions (groups of sampled replies), via TRL.")
+    for stage in TRAINING_STAGES:
+        command_from_config(train_app, stage.name, stage.config_class(), _training_command(stage.run, stage.name),
+                            help=stage.help)
     command_from_config(data_app, "synthetic", SyntheticConfig, _run_synthetic,
                         help="Generate and register a synthetic task's train / held-out (/ preference) splits.")
 

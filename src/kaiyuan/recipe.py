@@ -41,16 +41,11 @@ class StageSpec:
     outputs: tuple[str, ...]
 
 
-TRAINED = ("artifact", "merged")
-
-
-def _trained(module: str, function: str, *args: Any) -> Callable[[Any], dict[str, Any]]:
+def _trained(stage: Any) -> Callable[[Any], dict[str, Any]]:
     """A recipe step for a training stage: its artifact, merged model (if any) and metrics."""
 
     def run(cfg: Any) -> dict[str, Any]:
-        import importlib
-
-        result = getattr(importlib.import_module(module), function)(cfg, *args)
+        result = stage.run(cfg)
         return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "",
                 "metrics": result.metrics}
 
@@ -73,24 +68,11 @@ def _synthetic(cfg: Any) -> dict[str, str]:
 def stages() -> dict[str, StageSpec]:
     from kaiyuan.data.synthetic import SyntheticConfig
     from kaiyuan.evaluate.generation import ExactMatchConfig
-    from kaiyuan.train.grpo import GRPOConfig
-    from kaiyuan.train.ppo import PPOConfig
-    from kaiyuan.train.preference import DPOConfig, KTOConfig, ORPOConfig, SimPOConfig
-    from kaiyuan.train.pretrain import PretrainConfig
-    from kaiyuan.train.reward import RewardConfig
-    from kaiyuan.train.sft import SFTConfig
+    from kaiyuan.train.stages import TRAINING_STAGES
 
     return {
         "synthetic": StageSpec(SyntheticConfig, _synthetic, ("train", "heldout", "pairs")),
-        "pretrain": StageSpec(PretrainConfig, _trained("kaiyuan.train.pretrain", "run_pretrain"), TRAINED),
-        "sft": StageSpec(SFTConfig, _trained("kaiyuan.train.sft", "run_sft"), TRAINED),
-        "dpo": StageSpec(DPOConfig, _trained("kaiyuan.train.preference", "run_preference", "dpo"), TRAINED),
-        "kto": StageSpec(KTOConfig, _trained("kaiyuan.train.preference", "run_preference", "kto"), TRAINED),
-        "orpo": StageSpec(ORPOConfig, _trained("kaiyuan.train.preference", "run_preference", "orpo"), TRAINED),
-        "simpo": StageSpec(SimPOConfig, _trained("kaiyuan.train.preference", "run_preference", "simpo"), TRAINED),
-        "reward": StageSpec(RewardConfig, _trained("kaiyuan.train.reward", "run_reward"), ("artifact",)),
-        "ppo": StageSpec(PPOConfig, _trained("kaiyuan.train.ppo", "run_ppo"), TRAINED),
-        "grpo": StageSpec(GRPOConfig, _trained("kaiyuan.train.grpo", "run_grpo"), TRAINED),
+        **{stage.name: StageSpec(stage.config_class(), _trained(stage), stage.outputs) for stage in TRAINING_STAGES},
         "eval": StageSpec(ExactMatchConfig, _eval, ("artifact",)),
     }
 
