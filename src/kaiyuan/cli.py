@@ -227,25 +227,115 @@ def data_convert(
 
 @app.command("eval")
 def evaluate(
-    model: Annotated[str, typer.Argument(help="Model: registry id/name, local dir, .gguf, hub id.")],
-    data: Annotated[str, typer.Option(help="Held-out data: registered dataset or JSON/JSONL file.")],
-    answer_pattern: Annotated[str | None, typer.Option(help="Regex; its first match is the answer.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N examples.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Prompts decoded together.")] = 32,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest answer generated.")] = 32,
+    models: Annotated[list[str], typer.Argument(help="Model(s): registry id/name, local dir, .gguf, hub id (or the "
+                                                     "model name served at --base-url). Several → a comparison.")],
+    task: Annotated[str | None, typer.Option(help="Benchmark: mmlu, ceval, cmmlu, gsm8k, piqa, lambada, or a task "
+                                                  ".yaml (lm-evaluation-harness format).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Directory with the benchmark's published files.")] = None,
+    split: Annotated[str | None, typer.Option(help="Split to score (default: the task's test split).")] = None,
+    shots: Annotated[int | None, typer.Option(help="Few-shot examples (default: the task's).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of random few-shot sampling.")] = 1234,
+    predictions: Annotated[Path | None, typer.Option(help="Write per-question predictions here (JSONL; with "
+                                                          "several models: one file per model).")] = None,
+    engine: Annotated[str, typer.Option(help="auto | transformers | llamacpp | openai.")] = "auto",
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (generation tasks).")] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key of --base-url.")] = None,
+    png: Annotated[Path | None, typer.Option(help="Bar chart comparing the models (default with several models: "
+                                                  "eval-<task>.png).")] = None,
+    cache: Annotated[bool, typer.Option(help="Reuse cached request results of the same model.")] = True,
+    data: Annotated[str | None, typer.Option(help="Instead of a benchmark: exact match on held-out conversations "
+                                                  "(registered dataset or JSON/JSONL).")] = None,
+    answer_pattern: Annotated[str | None, typer.Option(help="With --data: regex whose first match is the answer.")]
+    = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N questions (of each subject).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Sequences per forward pass.")] = 32,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Longest generation (default 256; --data: 32).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Exact match of generated answers on held-out conversations (last assistant turn = reference)."""
+    """Score models on a benchmark the way lm-evaluation-harness does (acc, acc_norm, exact match, perplexity),
+    or exact match on held-out conversations (--data). Results are registered eval artifacts."""
+    if (task is None) == (data is None):
+        raise KaiyuanError("give either --task (a benchmark) or --data (held-out conversations)")
+    if data is not None:
+        _exact_match_command(models, data, answer_pattern, limit, batch_size, max_new_tokens or 32, json_output)
+        return
+    from kaiyuan.evaluate.harness import BenchmarkConfig, plot_comparison, run_benchmark
+
+    results = []
+    for model in models:
+        target = predictions
+        if predictions is not None and len(models) > 1:
+            target = predictions.with_name(f"{predictions.stem}-{Path(model).name}{predictions.suffix}")
+        cfg = BenchmarkConfig(model=model, task=task, data_dir=str(data_dir) if data_dir else None, split=split,
+                              shots=shots, seed=seed, limit=limit, batch_size=batch_size,
+                              max_new_tokens=max_new_tokens or 256, engine=engine,  # type: ignore[arg-type]
+                              base_url=base_url, api_key=api_key, predictions=str(target) if target else None,
+                              cache=cache)
+        with library_chatter_to_stderr():
+            results.append(run_benchmark(cfg))
+    chart = None
+    if png is not None or len(results) > 1:
+        chart = plot_comparison(results, next(iter(results[0].metrics)), png or Path(f"eval-{results[0].task}.png"))
+    if json_output:
+        summaries = [r.summary() for r in results]
+        print_json({"results": summaries, "png": str(chart) if chart else None} if len(summaries) > 1
+                   else summaries[0])
+        return
+    for result in results:
+        _print_benchmark(result)
+    if chart:
+        console.print(f"chart: {chart}")
+
+
+def _print_benchmark(result: Any) -> None:
+    metrics = list(result.metrics)
+    table = Table(title=f"{result.task} — {result.model_id} ({result.n} questions, {result.seconds:.1f}s)")
+    for column in ("subject", "n", *metrics):
+        table.add_column(column, justify="left" if column == "subject" else "right")
+    for subject, row in result.subjects.items():
+        table.add_row(subject, str(row["n"]), *(f"{row[m]:.4f}" for m in metrics))
+    if len(result.subjects) > 1:
+        table.add_section()
+        for category, row in result.categories.items():
+            table.add_row(f"[bold]{category}[/]", str(row["n"]), *(f"{row[m]:.4f}" for m in metrics))
+    table.add_section()
+    table.add_row("[bold]overall[/]", str(result.n), *(f"[bold]{result.metrics[m]:.4f}[/]" for m in metrics))
+    console.print(table)
+    if result.artifact:
+        console.print(f"eval artifact {result.artifact.id}")
+
+
+def _exact_match_command(models: list[str], data: str, answer_pattern: str | None, limit: int | None,
+                         batch_size: int, max_new_tokens: int, json_output: bool) -> None:
     from kaiyuan.evaluate.generation import ExactMatchConfig, run_exact_match
 
-    with library_chatter_to_stderr():
-        result = run_exact_match(ExactMatchConfig(model=model, data=data, answer_pattern=answer_pattern,
-                                                  limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens))
-    if json_output:
-        print_json(result.summary())
-    else:
-        console.print(f"exact match {result.exact_match:.4f} ({result.n_correct}/{result.n}); "
-                      f"eval artifact {result.artifact.id}")
+    for model in models:
+        with library_chatter_to_stderr():
+            result = run_exact_match(ExactMatchConfig(model=model, data=data, answer_pattern=answer_pattern,
+                                                      limit=limit, batch_size=batch_size,
+                                                      max_new_tokens=max_new_tokens))
+        if json_output:
+            print_json(result.summary())
+        else:
+            console.print(f"{model}: exact match {result.exact_match:.4f} ({result.n_correct}/{result.n}); "
+                          f"eval artifact {result.artifact.id}")
+
+
+# ------------------------------------------------------------------------------------------------ judge, arena
+
+
+def _register_judge_and_arena() -> None:
+    from kaiyuan.evaluate.arena_cli import arena_app
+    from kaiyuan.evaluate.judge_cli import battle_command, judge_command
+
+    app.command("judge", help="Grade models' answers with an LLM judge (MT-bench rules: 1–10 ratings, or "
+                              "pairwise in both orders).")(judge_command)
+    arena_app.command("battle", help="Anonymous pairwise battles decided by a judge model; stored for ratings.")(
+        battle_command)
+    app.add_typer(arena_app, name="arena")
+
+
+_register_judge_and_arena()
 
 
 # ------------------------------------------------------------------------------------------------ serve

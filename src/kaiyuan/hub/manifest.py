@@ -24,7 +24,7 @@ from kaiyuan import __version__
 MANIFEST_NAME = "manifest.json"
 KINDS = ("model", "adapter", "dataset", "eval", "export")
 RELATIONS = ("base_model", "finetune", "adapter", "merge", "dataset", "quantized", "reference_model",
-             "reward_model", "evaluated_model", "generator")
+             "reward_model", "evaluated_model", "generator", "judge")
 TRACKED_LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "safetensors",
                      "tokenizers", "gguf")
 
