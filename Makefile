@@ -28,6 +28,7 @@ bench: install
 	$(BIN)/python benchmarks/eval_batching.py
 	$(BIN)/python benchmarks/sft_throughput.py
 	$(BIN)/python benchmarks/ppo_bench.py
+	$(BIN)/python benchmarks/eval_mc_throughput.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

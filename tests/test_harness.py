@@ -247,3 +247,77 @@ def test_cli_eval_prints_subjects_categories_and_json(home, tiny, tmp_path):
     result = runner.invoke(app, ["eval", "tiny-llama", "--task", "mmlu", "--data-dir", str(mmlu), "--split", "dev",
                                  "--limit", "2"])
     assert result.exit_code == 0 and "overall" in result.stdout and "astronomy" in result.stdout
+
+
+def test_generation_task_against_an_openai_compatible_endpoint(tmp_path, home):
+    """Generation tasks run against any OpenAI-compatible URL: the context is the prompt, greedy, stop strings."""
+    from fastapi import FastAPI
+
+    from kaiyuan.evaluate.harness import BenchmarkConfig, run_benchmark
+    from kaiyuan.serve.server import BackgroundServer
+
+    seen = []
+    app = FastAPI()
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.post("/v1/completions")
+    def completions(body: dict) -> dict:
+        seen.append(body)
+        text = " 3 + 4 = 7\n#### 7\n\nQuestion: next" if "apples" in body["prompt"] else " I think 12.\nQuestion:"
+        return {"id": "c", "object": "text_completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}]}
+
+    rows = [{"question": "Tom has 3 apples and buys 4. How many?", "answer": "#### 7"},
+            {"question": "What is 5 + 6?", "answer": "#### 11"}]
+    for split in ("test", "train"):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with BackgroundServer(app) as server:
+        result = run_benchmark(BenchmarkConfig(model="served", task="gsm8k", data_dir=str(tmp_path), shots=0,
+                                               base_url=server.base_url, max_new_tokens=64))
+    assert [s["prompt"] for s in seen] == ["Question: Tom has 3 apples and buys 4. How many?\nAnswer:",
+                                           "Question: What is 5 + 6?\nAnswer:"]
+    assert all(s["temperature"] == 0 and s["max_tokens"] == 64 and s["stop"] == ["Question:", "</s>", "<|im_end|>"]
+               for s in seen)
+    assert [p["answers"] for p in result.predictions] == [{"strict-match": "7", "flexible-extract": "7"},
+                                                          {"strict-match": "[invalid]", "flexible-extract": "12"}]
+    assert result.metrics == {"exact_match": 0.5}
+    assert result.artifact.manifest["parents"] == []  # an endpoint is no registry model
+
+
+def test_several_models_give_a_comparison_chart(tmp_path, home):
+    from typer.testing import CliRunner
+
+    from kaiyuan.cli import app
+
+    task = write_yaml_task(tmp_path)
+    chart = tmp_path / "compare.png"
+    result = CliRunner().invoke(app, ["eval", "tiny-llama", "tiny-llama@1", "--task", str(task), "--png", str(chart),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [r["n"] for r in report["results"]] == [3, 3] and report["png"] == str(chart)
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_shared_few_shot_prefix_is_computed_once_with_the_same_scores(tiny):
+    from kaiyuan.evaluate.language_model import TransformersLM, prefix_groups
+    from kaiyuan.models import load_model
+
+    assert prefix_groups({(1, 2, 3, 4): 1, (1, 2, 3, 5, 6): 2, (9, 9): 1}, 2) == [
+        (3, [(1, 2, 3, 4), (1, 2, 3, 5, 6)]), (0, [(9, 9)])]
+    assert prefix_groups({(1, 2, 3, 4): 1, (1, 2, 3, 5, 6): 2}, 4) == [(0, [(1, 2, 3, 4)]), (0, [(1, 2, 3, 5, 6)])]
+
+    loaded = load_model(tiny)
+    shots = "".join(f"Convert date {n}: July {n}, 1976\nAnswer: 1976-07-{n:02d}\n\n" for n in range(1, 6))
+    requests = [(shots + f"Convert date: {q}\nAnswer:", c) for q in ("May 3, 2001", "June 9, 1999", "4 Jan 2020")
+                for c in (" 2001-05-03", " 1999-06-09", " yes")]
+    plain = TransformersLM(loaded.model, loaded.tokenizer, tiny.id, batch_size=2, cache=False)
+    plain.min_shared_prefix = 10**9
+    shared = TransformersLM(loaded.model, loaded.tokenizer, tiny.id, batch_size=2, cache=False)
+    expected, got = plain.loglikelihood(requests), shared.loglikelihood(requests)
+    assert [g for _, g in got] == [g for _, g in expected]
+    assert [v for v, _ in got] == pytest.approx([v for v, _ in expected], abs=1e-4)
+    assert shared.forward_passes == 1 + plain.forward_passes  # the shared prefix once, then the same batches

@@ -1,7 +1,8 @@
 """``kaiyuan demo``: a real open model from data to a served, fine-tuned model, in one command.
 
-base model → synthetic data → baseline eval → LoRA SFT → merge → eval → OpenAI-compatible server →
-``$KAIYUAN_HOME/demo/summary.json``. Every step registers its artifact with a manifest.
+base model → synthetic data → baseline eval → LoRA SFT → merge → eval → DPO on preference pairs → merge →
+eval → OpenAI-compatible server → ``$KAIYUAN_HOME/demo/summary.json``. Every step registers its artifact
+with a manifest.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from kaiyuan.home import kaiyuan_home
 from kaiyuan.hub.manifest import atomic_write_json
 from kaiyuan.hub.registry import Registry
 from kaiyuan.models import SMOLLM2, resolve_model
+from kaiyuan.train.preference import DPOConfig, run_dpo
 from kaiyuan.train.sft import SFTConfig, run_sft
 
 DEMO_CHAT_PROMPT = "Convert this date to ISO 8601 format (YYYY-MM-DD). Reply with the date only.\n\nJuly 4th, 1976"
@@ -39,6 +41,12 @@ class DemoConfig:
     batch_size: int = field(default=8, metadata={"help": "Training batch size."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     max_new_tokens: int = field(default=16, metadata={"help": "Answer length cap in evaluation."})
+    dpo: bool = field(default=True, metadata={"help": "Align the tuned model with DPO on preference pairs."})
+    n_pairs: int = field(default=128, metadata={"help": "Preference pairs (chosen = the date, rejected = a near "
+                                                        "miss: swapped day/month, garbled day)."})
+    dpo_learning_rate: float = field(default=1e-4, metadata={"help": "DPO learning rate (LoRA)."})
+    dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta."})
+    dpo_sft_weight: float = field(default=1.0, metadata={"help": "Weight of the chosen answers' NLL (RPO)."})
     serve: bool = field(default=False, metadata={"help": "Keep the server up after the demo requests."})
     host: str = field(default="127.0.0.1", metadata={"help": "Server host."})
     port: int = field(default=0, metadata={"help": "Server port (0: any free port)."})
@@ -49,17 +57,21 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     started = time.time()
     registry = Registry()
 
+    n_steps = 8 if cfg.dpo else 6
+
     def step(number: int, text: str) -> None:
-        console.rule(f"[bold cyan]{number}/6 {text}  [dim]({time.time() - started:.0f}s)")
+        console.rule(f"[bold cyan]{number}/{n_steps} {text}  [dim]({time.time() - started:.0f}s)")
 
     step(1, f"base model {cfg.model}")
     base = resolve_model(cfg.model, registry)
     console.print(f"base model: [bold]{base.id}[/] ({base.name}, {base.license})")
 
     step(2, f"synthetic data: {cfg.task}")
-    data = run_synthetic(SyntheticConfig(task=cfg.task, n_train=cfg.n_train, n_heldout=cfg.n_heldout, seed=cfg.seed))
+    data = run_synthetic(SyntheticConfig(task=cfg.task, n_train=cfg.n_train, n_heldout=cfg.n_heldout, seed=cfg.seed,
+                                         n_pairs=cfg.n_pairs if cfg.dpo else 0, pairs_style="near-miss"))
     train, heldout = data["train"], data["heldout"]
-    console.print(f"train: [bold]{train.id}[/] ({cfg.n_train}), held-out: [bold]{heldout.id}[/] ({cfg.n_heldout})")
+    console.print(f"train: [bold]{train.id}[/] ({cfg.n_train}), held-out: [bold]{heldout.id}[/] ({cfg.n_heldout})"
+                  + (f", preference pairs: [bold]{data['pairs'].id}[/] ({cfg.n_pairs})" if cfg.dpo else ""))
 
     step(3, "evaluate the base model on the held-out split")
     before = run_exact_match(ExactMatchConfig(model=base.id, data=heldout.id, max_new_tokens=cfg.max_new_tokens),
@@ -78,16 +90,33 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     step(5, "evaluate the tuned model")
     after = run_exact_match(ExactMatchConfig(model=sft.merged.id, data=heldout.id,
                                              max_new_tokens=cfg.max_new_tokens), registry)
+    rows = [("base", base.id, before), ("tuned (LoRA SFT, merged)", sft.merged.id, after)]
+    final = sft.merged
+    dpo = None
+    if cfg.dpo:
+        step(6, "DPO on preference pairs (TRL DPOTrainer, + chosen NLL), LoRA, merged")
+        dpo = run_dpo(DPOConfig(model=sft.merged.id, data=data["pairs"].id, name=f"{base.name}-{cfg.task}-dpo",
+                                learning_rate=cfg.dpo_learning_rate, beta=cfg.dpo_beta, sft_weight=cfg.dpo_sft_weight,
+                                batch_size=cfg.batch_size, lora_r=cfg.lora_r, lora_alpha=2 * cfg.lora_r,
+                                merge=True, seed=cfg.seed), registry)
+        assert dpo.merged is not None
+        console.print(f"DPO adapter: [bold]{dpo.artifact.id}[/]  merged model: [bold]{dpo.merged.id}[/]  "
+                      f"reward accuracy {dpo.metrics['reward_accuracy']}, margin {dpo.metrics['reward_margin']}")
+        step(7, "evaluate the aligned model")
+        aligned = run_exact_match(ExactMatchConfig(model=dpo.merged.id, data=heldout.id,
+                                                   max_new_tokens=cfg.max_new_tokens), registry)
+        rows.append(("tuned + DPO (merged)", dpo.merged.id, aligned))
+        final = dpo.merged
     table = Table(title=f"held-out exact match ({cfg.task}, n={after.n})")
     for column in ("model", "id", "exact match", "correct"):
         table.add_column(column)
-    table.add_row("base", base.id, f"{before.exact_match:.3f}", f"{before.n_correct}/{before.n}")
-    table.add_row("tuned (LoRA, merged)", sft.merged.id, f"{after.exact_match:.3f}", f"{after.n_correct}/{after.n}")
+    for label, model_id, result in rows:
+        table.add_row(label, model_id, f"{result.exact_match:.3f}", f"{result.n_correct}/{result.n}")
     console.print(table)
     console.print(f"loss curve: {sft.loss_curve_png}")
 
-    step(6, "serve the tuned model (OpenAI-compatible API)")
-    chat_reply, stream_reply = serve_and_ask(sft.merged.id, sft.merged.name, cfg)
+    step(n_steps, "serve the final model (OpenAI-compatible API)")
+    chat_reply, stream_reply = serve_and_ask(final.id, final.name, cfg)
 
     summary = {
         "base_exact_match": before.exact_match, "tuned_exact_match": after.exact_match, "n_heldout": after.n,
@@ -95,12 +124,16 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
         "base_model_id": base.id, "tuned_model_id": sft.merged.id, "adapter_id": sft.artifact.id,
         "dataset_id": train.id, "heldout_dataset_id": heldout.id,
         "loss_curve_png": str(sft.loss_curve_png) if sft.loss_curve_png else None,
+        "dpo_exact_match": rows[2][2].exact_match if dpo else None,
+        "dpo_model_id": dpo.merged.id if dpo and dpo.merged else None,
+        "dpo_adapter_id": dpo.artifact.id if dpo else None, "pairs_dataset_id": data["pairs"].id if dpo else None,
+        "served_model_id": final.id,
     }
     summary_path = kaiyuan_home() / "demo" / "summary.json"
     atomic_write_json(summary_path, summary)
     console.print(f"summary: {summary_path}  ({summary['seconds']:.0f}s in all)")
     if cfg.serve:
-        keep_serving(sft.merged.id, sft.merged.name, cfg)
+        keep_serving(final.id, final.name, cfg)
     return summary
 
 

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Literal
 
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.registry import Artifact
@@ -96,19 +97,36 @@ def _wrong_date(day: date, rng: random.Random) -> str:
     return wrong
 
 
-def generate_date_preferences(n: int, seed: int, exclude: set[str] | None = None) -> list[dict]:
-    """Preference pairs for the dates task: chosen = the ISO date, rejected = a typical mistake.
+def _near_miss_date(day: date, rng: random.Random) -> str:
+    """The mistakes a fine-tuned small model still makes: day and month swapped in a numeric date, or the
+    day's digits garbled (3 → 30, 2 → 22, 31 → 03)."""
+    options = [f"{day.year}-{day.day:02d}-{day.month:02d}"] if day.day <= 12 and day.day != day.month else []
+    digits = f"{day.day:02d}"
+    for garbled in sorted({digits[::-1], digits[1] + "0", digits[1] * 2, digits[0] * 2}):
+        if garbled not in (digits, "00"):
+            options.append(f"{day.year}-{day.month:02d}-{garbled}")
+    return rng.choice(options)
+
+
+REJECTED_STYLES = {"typical": _wrong_date, "near-miss": _near_miss_date}
+
+
+def generate_date_preferences(n: int, seed: int, exclude: set[str] | None = None, style: str = "typical"
+                              ) -> list[dict]:
+    """Preference pairs for the dates task: chosen = the ISO date, rejected = a ``typical`` mistake of the base
+    model (wrong year, prose, …) or a ``near-miss`` (see :func:`_near_miss_date`).
 
     Prompts in ``exclude`` (the held-out split's) are never used."""
     rng = random.Random(seed)
     pairs: list[dict] = []
     exclude = exclude or set()
+    wrong = REJECTED_STYLES[style]
     while len(pairs) < n:
         example = date_example(rng)
         if example["messages"][0]["content"] in exclude:
             continue
         answer = example["messages"][1]["content"]
-        rejected = _wrong_date(date.fromisoformat(answer), rng)
+        rejected = wrong(date.fromisoformat(answer), rng)
         pairs.append({"prompt": [example["messages"][0]],
                       "chosen": [{"role": "assistant", "content": answer}],
                       "rejected": [{"role": "assistant", "content": rejected}]})
@@ -121,6 +139,8 @@ class SyntheticConfig:
     n_train: int = field(default=400, metadata={"help": "Training conversations."})
     n_heldout: int = field(default=250, metadata={"help": "Held-out conversations."})
     n_pairs: int = field(default=0, metadata={"help": "Preference pairs (chosen/rejected) to generate too."})
+    pairs_style: Literal["typical", "near-miss"] = field(default="typical", metadata={
+        "help": "Rejected answers: typical base-model mistakes, or near misses (swapped day/month, garbled day)."})
     seed: int = field(default=0, metadata={"help": "Seed: same seed, same data."})
 
 
@@ -142,9 +162,10 @@ def run_synthetic(cfg: SyntheticConfig) -> dict[str, Artifact]:
     }
     if cfg.n_pairs:
         heldout_prompts = {row["messages"][0]["content"] for row in heldout_rows}
-        pairs = PREFERENCE_TASKS[cfg.task](cfg.n_pairs, cfg.seed + 1, heldout_prompts)
+        pairs = PREFERENCE_TASKS[cfg.task](cfg.n_pairs, cfg.seed + 1, heldout_prompts, cfg.pairs_style)
         out["pairs"] = register_dataset(pairs, f"{cfg.task}-pairs", "CC0-1.0", source,
-                                        {**config, "split": "pairs", "n_pairs": cfg.n_pairs}, seed=cfg.seed + 1)
+                                        {**config, "split": "pairs", "n_pairs": cfg.n_pairs,
+                                         "pairs_style": cfg.pairs_style}, seed=cfg.seed + 1)
     return out
 
 

@@ -103,7 +103,8 @@ class TransformersLM:
         return [float(r) for r in results]
 
     def score_tokens(self, pairs: list[tuple[list[int], list[int]]], description: str) -> list[tuple[float, bool]]:
-        """(log-prob, greedy) of each continuation; one forward pass per distinct input, longest first."""
+        """(log-prob, greedy) of each continuation; one forward pass per distinct input, longest first; inputs
+        that share a long prefix (a few-shot prompt) compute it once."""
         import torch
 
         inputs: dict[tuple[int, ...], int] = {}  # distinct input → how many last positions are scored
@@ -113,28 +114,21 @@ class TransformersLM:
             key = tuple(whole[:-1])
             inputs[key] = max(inputs.get(key, 0), len(continuation))
             keyed.append((key, continuation))
-        order = sorted(inputs, key=lambda k: (-len(k), k))
         requests_per_input = Counter(key for key, _ in keyed)
         logprobs: dict[tuple[int, ...], Any] = {}
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.prefix_token
         with progress_bar() as progress, torch.inference_mode():
             task = progress.add_task(description, total=len(pairs))
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start: start + self.batch_size]
-                width = len(batch[0])
-                keep = max(inputs[k] for k in batch)
-                ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, key in enumerate(batch):
-                    ids[row, width - len(key):] = torch.tensor(key)
-                    mask[row, width - len(key):] = 1
-                positions = (mask.cumsum(-1) - 1).clamp(min=0)
-                out = self.model(input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device),
-                                 position_ids=positions.to(self.model.device), logits_to_keep=keep, use_cache=False)
-                self.forward_passes += 1
-                scores = torch.log_softmax(out.logits.float(), dim=-1).cpu()
-                for row, key in enumerate(batch):
-                    logprobs[key] = scores[row]
+            alone = []
+            for prefix_len, group in prefix_groups(inputs, self.min_shared_prefix):
+                if prefix_len == 0:
+                    alone += group
+                    continue
+                self._score_with_shared_prefix(group, prefix_len, inputs, logprobs)
+                progress.advance(task, sum(requests_per_input[k] for k in group))
+            alone.sort(key=lambda k: (-len(k), k))
+            for start in range(0, len(alone), self.batch_size):
+                batch = alone[start: start + self.batch_size]
+                self._score_batch(batch, [], max(inputs[k] for k in batch), logprobs)
                 progress.advance(task, sum(requests_per_input[k] for k in batch))
         results = []
         for key, continuation in keyed:
@@ -144,6 +138,50 @@ class TransformersLM:
             greedy = bool((table.argmax(-1) == target).all())
             results.append((float(token_logprobs.sum()), greedy))
         return results
+
+    min_shared_prefix = 32
+
+    def _score_batch(self, batch: list[tuple[int, ...]], prefix: list[int], keep: int,
+                     logprobs: dict[tuple[int, ...], Any], cache: Any = None) -> None:
+        """One forward pass over ``batch`` (left-padded), after an optional cached ``prefix`` they all share."""
+        import copy
+
+        import torch
+
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.prefix_token
+        suffixes = [key[len(prefix):] for key in batch]
+        width = max(len(s) for s in suffixes)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), len(prefix) + width), dtype=torch.long)
+        mask[:, : len(prefix)] = 1
+        for row, suffix in enumerate(suffixes):
+            ids[row, width - len(suffix):] = torch.tensor(suffix)
+            mask[row, len(prefix) + width - len(suffix):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, len(prefix):]
+        extra: dict[str, Any] = {"use_cache": False}
+        if cache is not None:
+            past = copy.deepcopy(cache)
+            past.batch_repeat_interleave(len(batch))
+            extra = {"past_key_values": past, "use_cache": True}
+        device = self.model.device
+        out = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                         logits_to_keep=keep, **extra)
+        self.forward_passes += 1
+        scores = torch.log_softmax(out.logits.float(), dim=-1).cpu()
+        for row, key in enumerate(batch):
+            logprobs[key] = scores[row]
+
+    def _score_with_shared_prefix(self, group: list[tuple[int, ...]], prefix_len: int,
+                                  inputs: dict[tuple[int, ...], int], logprobs: dict[tuple[int, ...], Any]) -> None:
+        import torch
+
+        prefix = list(group[0][:prefix_len])
+        out = self.model(input_ids=torch.tensor([prefix], device=self.model.device), use_cache=True, logits_to_keep=1)
+        self.forward_passes += 1
+        group = sorted(group, key=lambda k: (-len(k), k))
+        for start in range(0, len(group), self.batch_size):
+            batch = group[start: start + self.batch_size]
+            self._score_batch(batch, prefix, max(inputs[k] for k in batch), logprobs, cache=out.past_key_values)
 
     def generate_until(self, requests: list[tuple[str, list[str]]], max_new_tokens: int = 256,
                        description: str = "generating") -> list[str]:
@@ -201,6 +239,37 @@ class TransformersLM:
                     outputs[i] = text
                 progress.advance(task, len(batch))
         return outputs
+
+
+def prefix_groups(inputs: dict[tuple[int, ...], int], min_prefix: int
+                  ) -> list[tuple[int, list[tuple[int, ...]]]]:
+    """Inputs grouped by a shared token prefix of at least ``min_prefix`` tokens (0: no shared prefix). Every
+    input keeps at least its scored positions (``inputs[key]``) after the prefix."""
+    groups: list[tuple[int, list[tuple[int, ...]]]] = []
+    current: list[tuple[int, ...]] = []
+    shared = 0
+    for key in sorted(inputs):
+        if current:
+            common = _common_prefix(current[0], key, shared)
+            limit = min(common, len(key) - inputs[key])
+            if limit >= min_prefix:
+                current.append(key)
+                shared = limit
+                continue
+            groups.append((shared if len(current) > 1 else 0, current))
+        current, shared = [key], len(key) - inputs[key]
+    if current:
+        groups.append((shared if len(current) > 1 else 0, current))
+    return groups
+
+
+def _common_prefix(a: tuple[int, ...], b: tuple[int, ...], limit: int) -> int:
+    n = 0
+    for x, y in zip(a[:limit], b[:limit], strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def perplexity(logprobs: list[float]) -> float:
