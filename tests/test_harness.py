@@ -321,3 +321,20 @@ def test_shared_few_shot_prefix_is_computed_once_with_the_same_scores(tiny):
     assert [g for _, g in got] == [g for _, g in expected]
     assert [v for v, _ in got] == pytest.approx([v for v, _ in expected], abs=1e-4)
     assert shared.forward_passes == 1 + plain.forward_passes  # the shared prefix once, then the same batches
+
+
+def test_llamacpp_engine_scores_a_gguf_like_the_transformers_engine(tmp_path, home):
+    """The same task on SmolLM2's GGUF: llama.cpp (quantized compute) and transformers (dequantized) agree."""
+    pytest.importorskip("llama_cpp")
+    from kaiyuan.evaluate.harness import BenchmarkConfig, run_benchmark
+    from kaiyuan.models import smollm2_gguf_path
+
+    gguf = smollm2_gguf_path()
+    task = write_yaml_task(tmp_path)
+    by_llamacpp = run_benchmark(BenchmarkConfig(model=str(gguf), task=str(task), engine="llamacpp"), register=False)
+    by_transformers = run_benchmark(BenchmarkConfig(model=str(gguf), task=str(task), engine="transformers"),
+                                    register=False)
+    assert by_llamacpp.model_id.startswith("gguf-")
+    assert [p["pred"] for p in by_llamacpp.predictions] == [p["pred"] for p in by_transformers.predictions]
+    for ours, theirs in zip(by_llamacpp.predictions, by_transformers.predictions, strict=True):
+        assert ours["loglikelihoods"] == pytest.approx(theirs["loglikelihoods"], abs=0.5)

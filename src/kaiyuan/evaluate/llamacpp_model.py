@@ -61,23 +61,32 @@ class LlamaCppLM(TransformersLM):
                          max_length=n_ctx, cache=cache)
 
     def score_tokens(self, pairs: list[tuple[list[int], list[int]]], description: str) -> list[tuple[float, bool]]:
+        """One llama.cpp evaluation per distinct input (the choices of a question with one-token answers share
+        it); log-softmax of the last positions' logits."""
         import numpy as np
 
-        results = []
+        inputs: dict[tuple[int, ...], int] = {}
+        keyed = []
+        for context, continuation in pairs:
+            key = tuple((context + continuation)[-(self.max_length + 1):][:-1])
+            inputs[key] = max(inputs.get(key, 0), len(continuation))
+            keyed.append((key, continuation))
+        tables = {}
         with progress_bar() as progress:
-            task = progress.add_task(description, total=len(pairs))
-            for context, continuation in pairs:
-                tokens = (context + continuation)[-(self.max_length + 1):]
+            task = progress.add_task(description, total=len(inputs))
+            for key, keep in inputs.items():
                 self.llm.reset()
-                self.llm.eval(tokens[:-1])
-                logits = np.asarray(self.llm.scores[: len(tokens) - 1], dtype=np.float64)[-len(continuation):]
+                self.llm.eval(list(key))
+                logits = np.asarray(self.llm.scores[: len(key)], dtype=np.float64)[-keep:]
                 logits = logits - logits.max(-1, keepdims=True)
-                logprobs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-                picked = logprobs[np.arange(len(continuation)), continuation]
-                greedy = bool((logprobs.argmax(-1) == np.asarray(continuation)).all())
-                results.append((float(picked.sum()), greedy))
+                tables[key] = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
                 self.forward_passes += 1
                 progress.advance(task)
+        results = []
+        for key, continuation in keyed:
+            table = tables[key][-len(continuation):]
+            picked = table[np.arange(len(continuation)), continuation]
+            results.append((float(picked.sum()), bool((table.argmax(-1) == np.asarray(continuation)).all())))
         return results
 
     def _generate(self, requests: list[tuple[str, list[str]]], max_new_tokens: int, description: str) -> list[str]:
