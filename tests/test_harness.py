@@ -338,3 +338,35 @@ def test_llamacpp_engine_scores_a_gguf_like_the_transformers_engine(tmp_path, ho
     assert [p["pred"] for p in by_llamacpp.predictions] == [p["pred"] for p in by_transformers.predictions]
     for ours, theirs in zip(by_llamacpp.predictions, by_transformers.predictions, strict=True):
         assert ours["loglikelihoods"] == pytest.approx(theirs["loglikelihoods"], abs=0.5)
+
+
+def test_piqa_and_lambada_read_their_published_formats(tmp_path, tiny):
+    import math
+
+    from kaiyuan.evaluate.harness import BenchmarkConfig, run_benchmark
+    from kaiyuan.evaluate.tasks import load_task
+
+    piqa = tmp_path / "piqa"
+    piqa.mkdir()
+    goals = [{"goal": "Open a jar", "sol1": "Twist the lid.", "sol2": "Paint the lid."},
+             {"goal": "Dry wet hands", "sol1": "Use a wet towel.", "sol2": "Use a dry towel."}]
+    (piqa / "valid.jsonl").write_text("".join(json.dumps(g) + "\n" for g in goals))
+    (piqa / "valid-labels.lst").write_text("0\n1\n")
+    items = load_task("piqa", piqa, None, 0).items
+    assert [(i.context, i.choices, i.gold) for i in items] == [
+        ("Question: Open a jar\nAnswer:", ["Twist the lid.", "Paint the lid."], 0),
+        ("Question: Dry wet hands\nAnswer:", ["Use a wet towel.", "Use a dry towel."], 1)]
+    (piqa / "valid-labels.lst").write_text("0\n")
+    with pytest.raises(Exception) as error:
+        load_task("piqa", piqa, None, 0)
+    assert str(error.value) == f"{piqa / 'valid-labels.lst'}: 1 labels for 2 questions in {piqa / 'valid.jsonl'}"
+
+    lambada = tmp_path / "lambada"
+    lambada.mkdir()
+    texts = ["the model can help you convert the date", "please answer the question user"]
+    (lambada / "lambada_test.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    result = run_benchmark(BenchmarkConfig(model=tiny.id, task="lambada", data_dir=str(lambada)), register=False)
+    assert [p["gold"] for p in result.predictions] == [" date", " user"]
+    lls = [p["loglikelihood"] for p in result.predictions]
+    assert result.metrics["perplexity"] == pytest.approx(math.exp(-(lls[0] + lls[1]) / 2))
+    assert result.metrics["acc"] == sum(p["acc"] for p in result.predictions) / 2
