@@ -359,14 +359,21 @@ def serve(
                                                            "is kept.")] = None,
     api_key_file: Annotated[Path | None, typer.Option(help="File with one API key per line.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Default max_tokens of a request.")] = 256,
+    max_concurrent: Annotated[int, typer.Option(help="Requests served at once; more wait in the queue.")] = 8,
+    max_queue: Annotated[int, typer.Option(help="Requests waiting for a slot; beyond: 503 + Retry-After.")] = 64,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body (413 beyond).")] = 2_000_000,
+    request_timeout: Annotated[float, typer.Option(help="Seconds before a request is cancelled (504).")] = 600.0,
+    grace_period: Annotated[float, typer.Option(help="On SIGTERM: stop accepting, let requests in flight finish "
+                                                     "for this many seconds, then cancel them.")] = 30.0,
 ) -> None:
-    """OpenAI-compatible server (/v1/models, /v1/chat/completions with streaming, /health).
+    """OpenAI-compatible server (/v1/models, /v1/chat/completions with streaming, /health, Prometheus /metrics).
 
     Also reads an API key from KAIYUAN_API_KEY."""
     import uvicorn
 
     from kaiyuan.serve.app import create_app, hash_api_key
     from kaiyuan.serve.engines.transformers_engine import TransformersEngine
+    from kaiyuan.serve.operations import ServerLimits, with_operations
 
     engines = {}
     for ref in models:
@@ -375,7 +382,10 @@ def serve(
     hashes = [hash_api_key(k) for k in read_api_keys(api_key, api_key_file)]
     err_console.print(f"serving {', '.join(engines)} at http://{host}:{port}/v1"
                       + (" (API key required)" if hashes else ""))
-    uvicorn.run(create_app(engines, hashes, default_max_tokens=max_tokens), host=host, port=port)
+    limits = ServerLimits(max_concurrent=max_concurrent, max_queue=max_queue, max_body_bytes=max_body_bytes,
+                          request_timeout_s=request_timeout)
+    uvicorn.run(with_operations(create_app(engines, hashes, default_max_tokens=max_tokens), limits), host=host,
+                port=port, timeout_graceful_shutdown=grace_period)
 
 
 # ------------------------------------------------------------------------------------------------ models
