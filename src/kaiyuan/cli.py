@@ -352,7 +352,8 @@ def read_api_keys(api_key: list[str] | None, api_key_file: Path | None) -> list[
 
 @app.command("serve")
 def serve(
-    models: Annotated[list[str], typer.Argument(help="Models to serve (registry id/name, dir, .gguf, …).")],
+    models: Annotated[list[str], typer.Argument(help="Models to serve (registry id/name, dir, hub id; a .gguf file "
+                                                     "is served by llama.cpp).")],
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     api_key: Annotated[list[str] | None, typer.Option(help="Required API key (repeatable); only its hash "
@@ -375,9 +376,14 @@ def serve(
     from kaiyuan.serve.engines.transformers_engine import TransformersEngine
     from kaiyuan.serve.operations import ServerLimits, with_operations
 
-    engines = {}
+    engines: dict[str, Any] = {}
     for ref in models:
-        engine = TransformersEngine.from_reference(ref)
+        if ref.endswith(".gguf"):  # the CPU / edge path: llama.cpp, continuous batching
+            from kaiyuan.serve.engines.llamacpp_engine import LlamaCppEngine
+
+            engine: Any = LlamaCppEngine.from_path(Path(ref))
+        else:
+            engine = TransformersEngine.from_reference(ref)
         engines[engine.model_id] = engine
     hashes = [hash_api_key(k) for k in read_api_keys(api_key, api_key_file)]
     err_console.print(f"serving {', '.join(engines)} at http://{host}:{port}/v1"

@@ -1,0 +1,392 @@
+"""A llama.cpp engine for GGUF files (the CPU / edge serving path), with continuous batching.
+
+One scheduler thread owns the llama.cpp context. Requests enter a queue; every loop iteration builds one
+``llama_batch`` holding one decode token for every running sequence plus prefill tokens (chunked) of newly
+admitted ones, each token tagged with its request's sequence id, and runs a single ``llama_decode``. Then
+every sequence whose logits came out samples its next token (greedy, or temperature / top-p with a numpy
+Generator seeded from the request's seed) and its text goes out through that request's own queue. At most
+``n_parallel`` sequences run at once (each with its own ``n_ctx``-token slice of the KV cache); the others
+wait in the queue. A finished or abandoned sequence's KV cells are dropped with ``llama_memory_seq_rm`` and
+its sequence id is reused.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import dataclasses
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kaiyuan.serve.engines import base as _base
+from kaiyuan.serve.engines.base import ContextLengthError, Generation, SamplingParams, StreamEvent
+from kaiyuan.serve.engines.transformers_engine import StopTrimmer
+
+# newer interface additions, read defensively so the engine also works with the original base module
+_Unsupported: type[ValueError] = getattr(_base, "UnsupportedRequestError", ValueError)
+
+
+@dataclass
+class SchedulerStats:
+    """Counters the scheduler thread updates (read them from any thread; they only grow)."""
+
+    decode_calls: int = 0  # llama_decode calls
+    tokens_generated: int = 0  # sampled tokens, all requests together
+    max_batch_sequences: int = 0  # most distinct sequences in one llama_decode batch
+    max_running: int = 0  # most sequences running at once
+    requests_finished: int = 0  # completed, abandoned or failed
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    params: SamplingParams
+    rng: np.random.Generator
+    out: queue.Queue[StreamEvent | BaseException] = field(default_factory=queue.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    seq_id: int = -1
+    prefilled: int = 0  # prompt tokens already in the KV cache
+    pending: int = -1  # the last sampled token, to be decoded next
+    completion_tokens: int = 0
+    decoder: Any = None
+    trimmer: StopTrimmer | None = None
+
+    @property
+    def position(self) -> int:  # position of ``pending`` in the sequence
+        return len(self.prompt_ids) + self.completion_tokens - 1
+
+
+def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
+    """Greedy when ``temperature`` is 0, else temperature + top-k + nucleus (top-p) sampling drawn from ``rng``."""
+    if params.temperature <= 0:
+        return int(np.argmax(logits))
+    scaled = logits.astype(np.float64) / params.temperature
+    top_k = getattr(params, "top_k", 0) or 0
+    if 0 < top_k < len(scaled):
+        scaled[scaled < np.partition(scaled, -top_k)[-top_k]] = -np.inf
+    probs = np.exp(scaled - scaled.max())
+    probs /= probs.sum()
+    if params.top_p < 1:  # the smallest set of most likely tokens whose mass reaches top_p (at least one)
+        order = np.argsort(-probs, kind="stable")
+        cumulative = np.cumsum(probs[order])
+        keep = order[: int(np.searchsorted(cumulative, params.top_p)) + 1]
+        kept = probs[keep]
+        index = int(np.searchsorted(np.cumsum(kept), rng.random() * kept.sum(), side="right"))
+        return int(keep[min(index, len(keep) - 1)])
+    cumulative = np.cumsum(probs)
+    index = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+    return min(index, len(probs) - 1)
+
+
+class LlamaCppEngine:
+    def __init__(self, model: Any, model_id: str, chat_template: str | None = None, n_ctx: int = 2048,
+                 n_parallel: int = 4, n_batch: int = 512, n_threads: int | None = None,
+                 flash_attn: bool = False) -> None:
+        import llama_cpp
+        from llama_cpp import _internals
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        if n_parallel < 1 or n_parallel > llama_cpp.llama_max_parallel_sequences():
+            raise ValueError(f"n_parallel must be between 1 and {llama_cpp.llama_max_parallel_sequences()}")
+        self._llama = llama_cpp
+        self.model = model  # a llama_cpp._internals.LlamaModel
+        self.model_id = model_id
+        self.n_parallel = n_parallel
+        self.n_batch = max(n_batch, n_parallel)
+        self.metadata = model.metadata()
+        template = chat_template or self.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ValueError(f"{model_id}: the GGUF file has no tokenizer.chat_template; pass chat_template")
+        self.bos_id, self.eos_id = model.token_bos(), model.token_eos()
+        bos_text = model.token_get_text(self.bos_id) if self.bos_id >= 0 else ""
+        eos_text = model.token_get_text(self.eos_id) if self.eos_id >= 0 else ""
+        self.formatter = Jinja2ChatFormatter(template, eos_token=eos_text, bos_token=bos_text,
+                                             add_generation_prompt=True)
+        self.n_vocab = model.n_vocab()
+
+        threads = n_threads or os.cpu_count() or 1
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx * n_parallel  # a separate n_ctx-token KV stream per sequence (kv_unified off)
+        params.n_batch = self.n_batch
+        params.n_ubatch = self.n_batch
+        params.n_seq_max = n_parallel
+        params.kv_unified = False
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.no_perf = True
+        # llama.cpp's default (auto) turns flash attention on, which changes the numerics; off matches Llama()
+        params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
+                                  else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        self.context = _internals.LlamaContext(model=model, params=params, verbose=False)
+        self.ctx = self.context.ctx
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.context_length = min(n_ctx, int(llama_cpp.llama_n_ctx_seq(self.ctx)))
+        self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+
+        self.stats = SchedulerStats()
+        self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._running: list[_Request] = []
+        self._free_seqs = list(range(n_parallel - 1, -1, -1))
+        self._closed = threading.Event()  # no new requests (closed, or the scheduler died)
+        self._submit = threading.Lock()
+        self._freed = False
+        self._thread = threading.Thread(target=self._loop, name=f"llamacpp-{model_id}", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str], model_id: str | None = None, n_ctx: int = 2048,
+                  n_parallel: int = 4, **kwargs: Any) -> LlamaCppEngine:
+        import llama_cpp
+        from llama_cpp import _internals
+        from llama_cpp._logger import set_verbose
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such GGUF file")
+        set_verbose(False)  # llama.cpp's log callback is global; keep the server log readable
+        model = _internals.LlamaModel(path_model=str(path), params=llama_cpp.llama_model_default_params(),
+                                      verbose=False)
+        return cls(model, model_id or path.stem, n_ctx=n_ctx, n_parallel=n_parallel, **kwargs)
+
+    # -- the Engine interface ------------------------------------------------------------------------------
+
+    def prompt_text(self, messages: list[dict[str, Any]]) -> str:
+        return self.formatter(messages=messages).prompt
+
+    def prompt_ids(self, messages: list[dict[str, Any]], params: SamplingParams) -> list[int]:
+        return self._check(self._tokenize(self.prompt_text(messages)), params)
+
+    def _tokenize(self, text: str) -> list[int]:
+        ids = self.model.tokenize(text.encode("utf-8"), False, True)
+        if self.model.add_bos_token() and self.bos_id >= 0 and ids[:1] != [self.bos_id]:
+            ids = [self.bos_id, *ids]
+        return ids
+
+    def _check(self, ids: list[int], params: SamplingParams) -> list[int]:
+        for option in ("json_schema", "tools"):
+            if getattr(params, option, None) is not None:
+                raise _Unsupported(f"the llama.cpp engine does not support {option} yet")
+        if getattr(params, "logprobs", False):
+            raise _Unsupported("the llama.cpp engine does not support logprobs yet")
+        if not ids:
+            raise ValueError("the prompt is empty")
+        room = self.context_length - len(ids)
+        if getattr(params, "fit_context", False) and 0 < room < params.max_tokens:
+            params = dataclasses.replace(params, max_tokens=room)
+        if len(ids) + params.max_tokens > self.context_length:
+            raise ContextLengthError(
+                f"This model's maximum context length is {self.context_length} tokens. However, you requested "
+                f"{len(ids) + params.max_tokens} tokens ({len(ids)} in the messages, {params.max_tokens} in the "
+                "completion). Please reduce the length of the messages or completion.")
+        return ids
+
+    def generate(self, messages: list[dict[str, Any]], params: SamplingParams) -> Generation:
+        return _collect(self.stream(messages, params))
+
+    def stream(self, messages: list[dict[str, Any]], params: SamplingParams) -> Iterator[StreamEvent]:
+        # a generator: a bad request raises on the first next(), which the API layer turns into a 400
+        yield from self._run(lambda: self.prompt_ids(messages, params), params)
+
+    def complete(self, prompt: str | list[int], params: SamplingParams) -> Generation:
+        """Raw-text completion: ``prompt`` (text, or token ids) as is, without the chat template."""
+        return _collect(self.complete_stream(prompt, params))
+
+    def complete_stream(self, prompt: str | list[int], params: SamplingParams) -> Iterator[StreamEvent]:
+        def ids() -> list[int]:
+            tokens = self._tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+            if any(not 0 <= t < self.n_vocab for t in tokens):
+                raise ValueError(f"token ids must lie in [0, {self.n_vocab})")
+            return self._check(tokens, params)
+
+        yield from self._run(ids, params)
+
+    def _run(self, prompt_ids: Any, params: SamplingParams) -> Iterator[StreamEvent]:
+        ids = prompt_ids()
+        if getattr(params, "fit_context", False):
+            params = dataclasses.replace(params, max_tokens=min(params.max_tokens, self.context_length - len(ids)))
+        if params.max_tokens <= 0:
+            yield StreamEvent("", Generation("", "length", len(ids), 0))
+            return
+        request = _Request(ids, params, np.random.default_rng(params.seed))
+        with self._submit:
+            if self._closed.is_set():
+                raise RuntimeError(f"engine {self.model_id} is closed")
+            self._queue.put(request)
+        try:
+            while True:
+                item = request.out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish is not None:
+                    return
+        finally:  # also when the consumer goes away (generator closed): the scheduler drops the sequence
+            request.cancelled.set()
+
+    @property
+    def active_requests(self) -> int:
+        """Sequences the scheduler is decoding right now (not counting those waiting in the queue)."""
+        return len(self._running)
+
+    def close(self) -> None:
+        """Stop the scheduler (pending and running requests fail) and free the llama.cpp context."""
+        if self._freed:
+            return
+        self._freed = True
+        with self._submit:
+            self._closed.set()
+        self._queue.put(None)
+        self._thread.join()
+        self._llama.llama_batch_free(self.batch)
+        self.context.close()
+        self.model.close()
+
+    def __enter__(self) -> LlamaCppEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the scheduler thread ------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        try:
+            while not self._closed.is_set():
+                self._admit()
+                for request in [r for r in self._running if r.cancelled.is_set()]:
+                    self._release(request)
+                if self._running:
+                    self._step()
+            error: BaseException = RuntimeError(f"engine {self.model_id} was closed")
+        except BaseException as exc:  # a failed decode: every request learns about it
+            error = exc
+        with self._submit:
+            self._closed.set()
+        self._fail_all(error)
+
+    def _admit(self) -> None:
+        block = not self._running
+        while len(self._running) < self.n_parallel:
+            try:
+                request = self._queue.get(block=block)
+            except queue.Empty:
+                return
+            block = False
+            if request is None:  # close() wakes us up
+                return
+            if request.cancelled.is_set():
+                self.stats.requests_finished += 1
+                continue
+            request.seq_id = self._free_seqs.pop()
+            request.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            request.trimmer = StopTrimmer(list(request.params.stop))
+            self._running.append(request)
+            self.stats.max_running = max(self.stats.max_running, len(self._running))
+
+    def _release(self, request: _Request) -> None:
+        self._llama.llama_memory_seq_rm(self.memory, request.seq_id, -1, -1)
+        self._free_seqs.append(request.seq_id)
+        self._running.remove(request)
+        self.stats.requests_finished += 1
+
+    def _step(self) -> None:
+        llama, batch = self._llama, self.batch
+        n = 0
+        outputs: list[tuple[_Request, int]] = []
+        sequences: set[int] = set()
+
+        def add(token: int, pos: int, seq_id: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n] = token
+            batch.pos[n] = pos
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = seq_id
+            batch.logits[n] = int(logits)
+            n += 1
+
+        for request in self._running:  # one decode token for every sequence past its prompt
+            if request.prefilled == len(request.prompt_ids):
+                add(request.pending, request.position, request.seq_id, True)
+                outputs.append((request, n - 1))
+                sequences.add(request.seq_id)
+        for request in self._running:  # then prompt chunks of new sequences, as far as the batch allows
+            left = len(request.prompt_ids) - request.prefilled
+            if left == 0 or n == self.n_batch:
+                continue
+            take = min(left, self.n_batch - n)
+            for i in range(request.prefilled, request.prefilled + take):
+                last = i == len(request.prompt_ids) - 1
+                add(request.prompt_ids[i], i, request.seq_id, last)
+                if last:
+                    outputs.append((request, n - 1))
+            request.prefilled += take
+            sequences.add(request.seq_id)
+        batch.n_tokens = n
+        status = llama.llama_decode(self.ctx, batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode failed with status {status} ({n} tokens, {len(sequences)} sequences)")
+        self.stats.decode_calls += 1
+        self.stats.max_batch_sequences = max(self.stats.max_batch_sequences, len(sequences))
+        for request, index in outputs:
+            pointer = llama.llama_get_logits_ith(self.ctx, index)
+            logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+            self._advance(request, sample_token(logits, request.params, request.rng))
+
+    def _advance(self, request: _Request, token: int) -> None:
+        assert request.trimmer is not None
+        request.completion_tokens += 1
+        self.stats.tokens_generated += 1
+        if self._llama.llama_vocab_is_eog(self.model.vocab, token):
+            return self._finish(request, "stop")
+        text = request.decoder.decode(self._piece(token))
+        out = request.trimmer.feed(text) if text else ""
+        if out:
+            request.out.put(StreamEvent(out))
+        if request.trimmer.stopped:
+            return self._finish(request, "stop")
+        if request.completion_tokens >= request.params.max_tokens:
+            return self._finish(request, "length")
+        request.pending = token
+
+    def _finish(self, request: _Request, reason: str) -> None:
+        assert request.trimmer is not None
+        tail = request.trimmer.feed(request.decoder.decode(b"", final=True)) + request.trimmer.flush()
+        request.out.put(StreamEvent(tail, Generation("", reason, len(request.prompt_ids), request.completion_tokens)))
+        self._release(request)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for request in list(self._running):
+            request.out.put(exc)
+            self._release(request)
+        while True:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if request is not None:
+                request.out.put(exc)
+
+    def _piece(self, token: int) -> bytes:
+        buffer = ctypes.create_string_buffer(64)
+        size = self._llama.llama_token_to_piece(self.model.vocab, token, buffer, len(buffer), 0, False)
+        if size < 0:
+            buffer = ctypes.create_string_buffer(-size)
+            size = self._llama.llama_token_to_piece(self.model.vocab, token, buffer, len(buffer), 0, False)
+        return buffer.raw[:size]
+
+
+def _collect(events: Iterator[StreamEvent]) -> Generation:
+    text, finish = [], None
+    for event in events:
+        text.append(event.text)
+        finish = event.finish or finish
+    assert finish is not None
+    finish.text = "".join(text)
+    return finish
