@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class ContextLengthError(ValueError):
     """The prompt plus the requested tokens do not fit the model's context window."""
+
+
+class UnsupportedRequestError(ValueError):
+    """The engine cannot honour a (well-formed) request option, e.g. a JSON schema feature it does not know."""
 
 
 @dataclass
@@ -18,6 +22,22 @@ class SamplingParams:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    top_k: int = 0  # 0: no top-k filtering
+    logprobs: bool = False  # report each generated token's log-probability (Generation/StreamEvent.logprobs)
+    top_logprobs: int = 0  # and this many most likely alternatives at each position
+    json_schema: dict[str, Any] | None = None  # constrain the output to JSON matching this schema ({} = any JSON)
+    tools: list[dict[str, Any]] | None = None  # OpenAI-style tool definitions to render into the prompt
+    fit_context: bool = False  # shrink max_tokens to the room the prompt leaves instead of raising ContextLengthError
+
+
+@dataclass
+class TokenLogprob:
+    """One token's log-probability (and, as the outer entry, its most likely alternatives)."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+    top_logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass
@@ -26,6 +46,7 @@ class Generation:
     finish_reason: str  # "stop" | "length"
     prompt_tokens: int
     completion_tokens: int
+    logprobs: list[TokenLogprob] | None = None  # set when SamplingParams.logprobs asked for them
 
 
 @dataclass
@@ -34,12 +55,35 @@ class StreamEvent:
 
     text: str
     finish: Generation | None = None
+    logprobs: list[TokenLogprob] | None = None  # the tokens generated since the previous event
+
+
+@dataclass
+class Embedding:
+    vector: list[float]
+    tokens: int
 
 
 class Engine(Protocol):
     model_id: str
     context_length: int
 
-    def generate(self, messages: list[dict[str, str]], params: SamplingParams) -> Generation: ...
+    def generate(self, messages: list[dict[str, Any]], params: SamplingParams) -> Generation: ...
 
-    def stream(self, messages: list[dict[str, str]], params: SamplingParams) -> Iterator[StreamEvent]: ...
+    def stream(self, messages: list[dict[str, Any]], params: SamplingParams) -> Iterator[StreamEvent]: ...
+
+
+class CompletionEngine(Engine, Protocol):
+    """Optional: raw-text completion (``/v1/completions``); the prompt is text or token ids, no chat template."""
+
+    def complete(self, prompt: str | list[int], params: SamplingParams) -> Generation: ...
+
+    def complete_stream(self, prompt: str | list[int], params: SamplingParams) -> Iterator[StreamEvent]: ...
+
+
+class EmbeddingEngine(Protocol):
+    """Optional: ``/v1/embeddings``; one L2-normalized vector per input (text or token ids)."""
+
+    context_length: int
+
+    def embed(self, inputs: list[str] | list[list[int]]) -> list[Embedding]: ...

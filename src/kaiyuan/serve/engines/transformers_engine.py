@@ -1,14 +1,37 @@
-"""A transformers engine for any HF model or adapter (one sequence at a time for now)."""
+"""A transformers engine for any HF model or adapter (one sequence at a time for now).
+
+Besides chat (``generate``/``stream``) it does raw-text completion (``complete``/``complete_stream``),
+embeddings (``embed``: the mean of the last hidden state over the input's tokens, L2-normalized), token
+log-probabilities and JSON-schema-constrained decoding.
+
+Log-probabilities are ``log_softmax`` of the logits the model returns, recorded by a logits processor that runs
+before the JSON constraint and before temperature / top-k / top-p (transformers applies those warpers after
+custom processors), so they are the model's own distribution, as OpenAI reports them, whatever the sampling
+settings. Only processors the model's generation config itself turns on (a repetition penalty, say) come first.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from typing import Any
 
-from kaiyuan.data.templates import end_of_turn_token_ids, prompt_text
-from kaiyuan.serve.engines.base import ContextLengthError, Generation, SamplingParams, StreamEvent
+from kaiyuan.data.templates import chat_template_of, end_of_turn_token_ids, prompt_text
+from kaiyuan.serve.engines.base import (
+    ContextLengthError,
+    Embedding,
+    Generation,
+    SamplingParams,
+    StreamEvent,
+    TokenLogprob,
+    UnsupportedRequestError,
+)
+from kaiyuan.serve.json_constraint import JsonLogitsProcessor, JsonTokenIndex, compiled_schema
 
 
 class StopTrimmer:
@@ -43,18 +66,31 @@ class StopTrimmer:
         return out
 
 
+@dataclass
+class Piece:
+    """New text from the streamer, the number of tokens generated so far, and the new tokens' logprobs."""
+
+    text: str
+    tokens: int
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
 class TokenStreamer:
     """A transformers streamer that yields text as each token arrives (not word by word).
 
     The generated ids are decoded as a whole each time and the new suffix is emitted, so multi-token
     characters come out whole; a trailing replacement character waits for the token that completes it.
+    ``describe(token_id)`` (called right after each token is sampled) gives the token's logprob entry.
     """
 
-    def __init__(self, tokenizer: Any, timeout: float | None = None) -> None:
+    def __init__(self, tokenizer: Any, timeout: float | None = None,
+                 describe: Callable[[int], TokenLogprob | None] | None = None) -> None:
         self.tokenizer = tokenizer
-        self.queue: queue.Queue[str | None] = queue.Queue()
+        self.queue: queue.Queue[Piece | None] = queue.Queue()
         self.timeout = timeout
+        self.describe = describe
         self.ids: list[int] = []
+        self.logprobs: list[TokenLogprob] = []
         self.sent = 0
         self.prompt_seen = False
 
@@ -62,22 +98,27 @@ class TokenStreamer:
         if not self.prompt_seen:  # generate() first passes the prompt
             self.prompt_seen = True
             return
-        self.ids.extend(value.reshape(-1).tolist())
+        new = value.reshape(-1).tolist()
+        self.ids.extend(new)
+        if self.describe is not None:
+            self.logprobs.extend(entry for entry in map(self.describe, new) if entry is not None)
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         if text.endswith("\ufffd"):
             return
         if len(text) > self.sent:
-            self.queue.put(text[self.sent:])
-            self.sent = len(text)
+            self._send(text)
+
+    def _send(self, text: str) -> None:
+        self.queue.put(Piece(text[self.sent:], len(self.ids), self.logprobs))
+        self.sent, self.logprobs = len(text), []
 
     def end(self) -> None:
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if len(text) > self.sent:
-            self.queue.put(text[self.sent:])
-            self.sent = len(text)
+        if len(text) > self.sent or self.logprobs:
+            self._send(text)
         self.queue.put(None)
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[Piece]:
         while (item := self.queue.get(timeout=self.timeout)) is not None:
             yield item
 
@@ -92,6 +133,111 @@ class CancelledCriteria:
         import torch
 
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+# --- the vocabulary as text and bytes ---------------------------------------------------------------------------
+
+def _byte_level_decoder() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet: the printable character that stands for each byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[chr(byte)] = byte
+        else:
+            chars[chr(256 + extra)] = byte
+            extra += 1
+    return chars
+
+
+class Vocabulary:
+    """Each token id's text (as it reads in the middle of a decoded sequence) and bytes."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        added = getattr(tokenizer, "added_tokens_decoder", {})
+        self.special_ids = set(tokenizer.all_special_ids) | {i for i, t in added.items() if getattr(t, "special", 0)}
+        # decode after an anchor token, so SentencePiece-style leading spaces survive
+        self.anchor = tokenizer.encode("a", add_special_tokens=False)[-1:]
+        self.anchor_text = self._decode(self.anchor)
+        decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
+        self.byte_level = "ByteLevel" in str(decoder)
+        self.byte_decoder = _byte_level_decoder()
+        self.text = lru_cache(maxsize=None)(self._text)
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def _text(self, token_id: int) -> str:
+        if token_id in self.special_ids:
+            return self._decode([token_id])
+        text = self._decode(self.anchor + [token_id])
+        return text[len(self.anchor_text):] if text.startswith(self.anchor_text) else self._decode([token_id])
+
+    def bytes(self, token_id: int) -> list[int]:
+        piece = self.tokenizer.convert_ids_to_tokens(token_id)
+        if self.byte_level and token_id not in self.special_ids and isinstance(piece, str) \
+                and all(ch in self.byte_decoder for ch in piece):
+            return [self.byte_decoder[ch] for ch in piece]
+        if isinstance(piece, str) and len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            return [int(piece[3:5], 16)]  # SentencePiece byte fallback
+        return list(self.text(token_id).encode("utf-8"))
+
+    @cached_property
+    def texts(self) -> dict[int, str]:
+        """The text of every ordinary (non-special) token that has any."""
+        ids = [i for i in range(len(self.tokenizer)) if i not in self.special_ids]
+        decoded = self.tokenizer.batch_decode([self.anchor + [i] for i in ids], skip_special_tokens=False,
+                                              clean_up_tokenization_spaces=False)
+        out = {}
+        for token_id, text in zip(ids, decoded, strict=True):
+            text = text[len(self.anchor_text):] if text.startswith(self.anchor_text) else self._text(token_id)
+            if text:
+                out[token_id] = text
+        return out
+
+    def entry(self, token_id: int, logprob: float) -> TokenLogprob:
+        return TokenLogprob(self.text(token_id), logprob, self.bytes(token_id))
+
+
+class LogprobRecorder:
+    """A logits processor that keeps ``log_softmax`` of the logits it sees (batch row 0) and changes nothing."""
+
+    def __init__(self) -> None:
+        self.row: Any = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        self.row = torch.log_softmax(scores[0].float(), dim=-1)
+        return scores
+
+
+# --- the engine ---------------------------------------------------------------------------------------------------
+
+TOOLS_SYSTEM_PROMPT = (  # for templates that do not render tools themselves: the Hermes convention, briefly
+    "You may call these functions:\n<tools>\n{tools}\n</tools>\n"
+    'To call one, reply with <tool_call>{{"name": <function-name>, "arguments": <args-json-object>}}</tool_call>'
+)
+
+
+class _LogprobAligner:
+    """Hands out token logprobs with the text they produced: a token goes out once all of its text has."""
+
+    def __init__(self) -> None:
+        self.pending: list[TokenLogprob] = []
+        self.offset = 0  # characters of the tokens handed out
+
+    def take(self, emitted: int, partial: bool = False) -> list[TokenLogprob]:
+        """Entries whose text ends within ``emitted`` characters (``partial``: that start within them)."""
+        out = []
+        while self.pending:
+            end = self.offset + len(self.pending[0].token)
+            if not (end <= emitted or (partial and self.offset < emitted)):
+                break
+            out.append(self.pending.pop(0))
+            self.offset = end
+        return out
 
 
 class TransformersEngine:
@@ -110,43 +256,173 @@ class TransformersEngine:
         loaded = load_model(ref)
         return cls(loaded.model, loaded.tokenizer, model_id or loaded.artifact.name)
 
-    def _prompt_ids(self, messages: list[dict[str, str]], params: SamplingParams) -> list[int]:
-        text = prompt_text(self.tokenizer, messages)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) + params.max_tokens > self.context_length:
+    @cached_property
+    def vocab(self) -> Vocabulary:
+        return Vocabulary(self.tokenizer)
+
+    @cached_property
+    def json_index(self) -> JsonTokenIndex:
+        return JsonTokenIndex(self.vocab.texts)
+
+    # prompts
+
+    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        """The chat prompt. Tools go through the template when it knows ``tools``; otherwise they are described in
+        the system message (Hermes style), and tool calls and results in the history become text."""
+        import jinja2
+
+        template = chat_template_of(self.tokenizer)
+        try:
+            if tools and "tools" in template:
+                return self.tokenizer.apply_chat_template(
+                    [self._template_message(m, template) for m in messages], tools=tools, tokenize=False,
+                    add_generation_prompt=True, chat_template=template)
+            messages = [self._template_message(m, template) for m in messages]
+            if tools:
+                described = TOOLS_SYSTEM_PROMPT.format(tools="\n".join(
+                    json.dumps(t, ensure_ascii=False, separators=(",", ":")) for t in tools))
+                if messages and messages[0]["role"] == "system":
+                    messages[0] = {**messages[0], "content": f"{messages[0]['content']}\n\n{described}"}
+                else:
+                    messages.insert(0, {"role": "system", "content": described})
+            return prompt_text(self.tokenizer, messages)
+        except jinja2.TemplateError as exc:
+            raise UnsupportedRequestError(f"the chat template rejected the messages: {exc}") from exc
+
+    @staticmethod
+    def _template_message(message: dict[str, Any], template: str) -> dict[str, Any]:
+        calls, role = message.get("tool_calls"), message["role"]
+        if "tool_calls" in template:  # the template renders tool calls and results itself
+            if not calls:
+                return message
+            structured = []
+            for call in calls:
+                function = dict(call.get("function") or {})
+                try:
+                    function["arguments"] = json.loads(function.get("arguments") or "{}")
+                except (TypeError, ValueError):
+                    pass
+                structured.append({**call, "function": function})
+            return {**message, "content": message.get("content") or "", "tool_calls": structured}
+        if role == "tool":
+            return {"role": "user", "content": f"<tool_response>\n{message.get('content') or ''}\n</tool_response>"}
+        text = message.get("content") or ""
+        for call in calls or []:
+            function = call.get("function") or {}
+            try:
+                arguments = json.loads(function.get("arguments") or "{}")
+            except (TypeError, ValueError):
+                arguments = function.get("arguments")
+            call_json = json.dumps({"name": function.get("name"), "arguments": arguments}, ensure_ascii=False)
+            text += f"\n<tool_call>\n{call_json}\n</tool_call>"
+        return {"role": role, "content": text.strip() if calls else text}
+
+    def _fit(self, prompt_ids: list[int], params: SamplingParams, chat: bool = True) -> SamplingParams:
+        """``params`` with max_tokens that fit the context (shrunk with ``fit_context``), or ContextLengthError."""
+        room = self.context_length - len(prompt_ids)
+        if params.fit_context and room > 0:
+            return dataclasses.replace(params, max_tokens=min(params.max_tokens, room))
+        if len(prompt_ids) + params.max_tokens > self.context_length:
+            total = len(prompt_ids) + params.max_tokens
+            if chat:
+                raise ContextLengthError(
+                    f"This model's maximum context length is {self.context_length} tokens. However, you requested "
+                    f"{total} tokens ({len(prompt_ids)} in the messages, {params.max_tokens} in the "
+                    "completion). Please reduce the length of the messages or completion.")
             raise ContextLengthError(
-                f"This model's maximum context length is {self.context_length} tokens. However, you requested "
-                f"{len(ids) + params.max_tokens} tokens ({len(ids)} in the messages, {params.max_tokens} in the "
-                "completion). Please reduce the length of the messages or completion.")
+                f"This model's maximum context length is {self.context_length} tokens, however you requested "
+                f"{total} tokens ({len(prompt_ids)} in your prompt; {params.max_tokens} for the completion). "
+                "Please reduce your prompt; or completion length.")
+        return params
+
+    def _prompt_ids(self, messages: list[dict[str, Any]], params: SamplingParams) -> list[int]:
+        text = self.render(messages, params.tools)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        self._fit(ids, params)
         return ids
 
-    def generate(self, messages: list[dict[str, str]], params: SamplingParams) -> Generation:
-        text, finish = [], None
-        for event in self.stream(messages, params):
+    def _completion_ids(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            ids = list(self.tokenizer(prompt)["input_ids"])
+        else:
+            vocab_size = self.model.get_input_embeddings().weight.shape[0]
+            if any(not isinstance(t, int) or not 0 <= t < vocab_size for t in prompt):
+                raise UnsupportedRequestError(f"prompt token ids must be integers in [0, {vocab_size})")
+            ids = list(prompt)
+        if not ids:  # an empty prompt starts from the beginning-of-text token, as OpenAI's does
+            start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.stop_token_ids[0]
+            ids = [start]
+        return ids
+
+    # generation
+
+    def generate(self, messages: list[dict[str, Any]], params: SamplingParams) -> Generation:
+        return self._collect(self.stream(messages, params))
+
+    def stream(self, messages: list[dict[str, Any]], params: SamplingParams) -> Iterator[StreamEvent]:
+        prompt_ids = self._prompt_ids(messages, params)
+        yield from self._run(prompt_ids, self._fit(prompt_ids, params))
+
+    def complete(self, prompt: str | list[int], params: SamplingParams) -> Generation:
+        return self._collect(self.complete_stream(prompt, params))
+
+    def complete_stream(self, prompt: str | list[int], params: SamplingParams) -> Iterator[StreamEvent]:
+        prompt_ids = self._completion_ids(prompt)
+        yield from self._run(prompt_ids, self._fit(prompt_ids, params, chat=False))
+
+    @staticmethod
+    def _collect(events: Iterator[StreamEvent]) -> Generation:
+        text, logprobs, finish = [], [], None
+        for event in events:
             text.append(event.text)
+            logprobs.extend(event.logprobs or [])
             finish = event.finish or finish
         assert finish is not None
         finish.text = "".join(text)
+        if finish.logprobs is not None:
+            finish.logprobs = logprobs
         return finish
 
-    def stream(self, messages: list[dict[str, str]], params: SamplingParams) -> Iterator[StreamEvent]:
+    def _describer(self, recorder: LogprobRecorder, top: int) -> Callable[[int], TokenLogprob | None]:
+        def describe(token_id: int) -> TokenLogprob | None:
+            if token_id in self.vocab.special_ids or recorder.row is None:
+                return None  # end-of-turn and other special tokens add no text, and get no entry
+            row = recorder.row
+            entry = self.vocab.entry(token_id, float(row[token_id]))
+            if top:
+                values, indices = row.topk(min(top, row.shape[0]))
+                entry.top_logprobs = [self.vocab.entry(int(i), float(v)) for v, i in zip(values, indices, strict=True)]
+            return entry
+        return describe
+
+    def _run(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[StreamEvent]:
         import torch
-        prompt_ids = self._prompt_ids(messages, params)
-        streamer = TokenStreamer(self.tokenizer)
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        node = compiled_schema(params.json_schema) if params.json_schema is not None else None
+        processors: list[Any] = []
+        recorder = LogprobRecorder() if params.logprobs else None
+        if recorder is not None:
+            processors.append(recorder)
+        if node is not None:
+            processors.append(JsonLogitsProcessor(self.json_index, self.vocab.texts, node, len(prompt_ids),
+                                                  params.max_tokens, self.stop_token_ids))
+        describe = self._describer(recorder, params.top_logprobs) if recorder is not None else None
+        streamer = TokenStreamer(self.tokenizer, describe=describe)
         sample = params.temperature > 0
+        pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
+            else self.stop_token_ids[0]
+        cancelled = threading.Event()
         kwargs: dict[str, Any] = {
             "input_ids": torch.tensor([prompt_ids], device=self.model.device),
             "attention_mask": torch.ones(1, len(prompt_ids), dtype=torch.long, device=self.model.device),
             "max_new_tokens": params.max_tokens, "do_sample": sample, "streamer": streamer,
-            "eos_token_id": self.stop_token_ids, "pad_token_id": self.tokenizer.pad_token_id
-            or self.stop_token_ids[0],
+            "eos_token_id": self.stop_token_ids, "pad_token_id": pad_token_id,
             "temperature": params.temperature if sample else None, "top_p": params.top_p if sample else None,
-            "top_k": None,
+            "top_k": max(params.top_k, 0) if sample else None,
+            "logits_processor": LogitsProcessorList(processors),
+            "stopping_criteria": StoppingCriteriaList([CancelledCriteria(cancelled)]),
         }
-        from transformers import StoppingCriteriaList
-
-        cancelled = threading.Event()
-        kwargs["stopping_criteria"] = StoppingCriteriaList([CancelledCriteria(cancelled)])
         result: dict[str, Any] = {}
 
         def run() -> None:
@@ -160,22 +436,69 @@ class TransformersEngine:
                 streamer.end()
 
         trimmer = StopTrimmer(params.stop)
+        aligner = _LogprobAligner()
+        emitted = tokens = 0
         with self._lock:
             worker = threading.Thread(target=run, daemon=True)
             worker.start()
             try:
                 for piece in streamer:
-                    out = trimmer.feed(piece)
+                    tokens = piece.tokens
+                    aligner.pending.extend(piece.logprobs)
+                    out = trimmer.feed(piece.text)
+                    emitted += len(out)
+                    if trimmer.stopped:  # the rest would be cut anyway: stop generating
+                        break
                     if out:
-                        yield StreamEvent(out)
+                        yield StreamEvent(out, logprobs=aligner.take(emitted) if recorder else None)
             finally:  # also when the consumer stops early (client disconnected): stop generating
                 cancelled.set()
                 worker.join()
         if "error" in result:
             raise result["error"]
         tail = trimmer.flush()
-        new_tokens = result["output"][0, len(prompt_ids):].tolist()
-        ended = bool(new_tokens) and new_tokens[-1] in self.stop_token_ids
-        finish_reason = "stop" if ended or trimmer.stopped or len(new_tokens) < params.max_tokens else "length"
-        completion_tokens = sum(1 for t in new_tokens if t != kwargs["pad_token_id"] or t in self.stop_token_ids)
-        yield StreamEvent(tail, Generation("", finish_reason, len(prompt_ids), completion_tokens))
+        emitted += len(tail)
+        logprobs = aligner.take(emitted, partial=True) if recorder else None
+        if trimmer.stopped:
+            finish_reason = "stop"
+        else:
+            new_tokens = result["output"][0, len(prompt_ids):].tolist()
+            tokens = len(new_tokens)
+            ended = bool(new_tokens) and new_tokens[-1] in self.stop_token_ids
+            finish_reason = "stop" if ended or tokens < params.max_tokens else "length"
+            if logprobs is not None:
+                logprobs += aligner.pending  # text the decoder merged (partial characters) still gets its tokens
+        yield StreamEvent(tail, Generation("", finish_reason, len(prompt_ids), tokens,
+                                           logprobs=[] if recorder else None), logprobs=logprobs)
+
+    # embeddings
+
+    def embed(self, inputs: list[str] | list[list[int]]) -> list[Embedding]:
+        """Mean of the last hidden state over each input's tokens, L2-normalized (one forward pass per input)."""
+        import torch
+
+        encoded = [self._embedding_ids(item) for item in inputs]
+        out = []
+        with self._lock, torch.inference_mode():
+            for ids in encoded:
+                hidden = self.model(input_ids=torch.tensor([ids], device=self.model.device),
+                                    output_hidden_states=True).hidden_states[-1][0].float()
+                vector = torch.nn.functional.normalize(hidden.mean(dim=0), dim=0)
+                out.append(Embedding(vector.cpu().tolist(), len(ids)))
+        return out
+
+    def _embedding_ids(self, item: str | list[int]) -> list[int]:
+        if isinstance(item, str):
+            ids = list(self.tokenizer(item)["input_ids"])
+        else:
+            vocab_size = self.model.get_input_embeddings().weight.shape[0]
+            if any(not isinstance(t, int) or not 0 <= t < vocab_size for t in item):
+                raise UnsupportedRequestError(f"input token ids must be integers in [0, {vocab_size})")
+            ids = list(item)
+        if not ids:
+            raise UnsupportedRequestError("an input to embed is empty")
+        if len(ids) > self.context_length:
+            raise ContextLengthError(
+                f"This model's maximum context length is {self.context_length} tokens, however you requested "
+                f"{len(ids)} tokens in the input. Please reduce your input.")
+        return ids
