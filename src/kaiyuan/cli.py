@@ -352,8 +352,9 @@ def read_api_keys(api_key: list[str] | None, api_key_file: Path | None) -> list[
 
 @app.command("serve")
 def serve(
-    models: Annotated[list[str], typer.Argument(help="Models to serve (registry id/name, dir, hub id; a .gguf file "
-                                                     "is served by llama.cpp).")],
+    models: Annotated[list[str], typer.Argument(help="Models and LoRA adapters to serve (registry id/name, dir, hub "
+                                                     "id; a .gguf file is served by llama.cpp). An adapter is served "
+                                                     "as <base>:<adapter>, sharing its base's weights.")],
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     api_key: Annotated[list[str] | None, typer.Option(help="Required API key (repeatable); only its hash "
@@ -366,6 +367,8 @@ def serve(
     request_timeout: Annotated[float, typer.Option(help="Seconds before a request is cancelled (504).")] = 600.0,
     grace_period: Annotated[float, typer.Option(help="On SIGTERM: stop accepting, let requests in flight finish "
                                                      "for this many seconds, then cancel them.")] = 30.0,
+    engine: Annotated[str, typer.Option(help="auto|transformers|llamacpp|vllm (auto: a .gguf file → llamacpp, "
+                                             "anything else → transformers).")] = "auto",
 ) -> None:
     """OpenAI-compatible server (/v1/models, /v1/chat/completions with streaming, /health, Prometheus /metrics).
 
@@ -373,18 +376,37 @@ def serve(
     import uvicorn
 
     from kaiyuan.serve.app import create_app, hash_api_key
-    from kaiyuan.serve.engines.transformers_engine import TransformersEngine
     from kaiyuan.serve.operations import ServerLimits, with_operations
 
+    if engine not in ("auto", "transformers", "llamacpp", "vllm"):
+        raise KaiyuanError(f"unknown engine {engine!r}: choose auto, transformers, llamacpp or vllm")
     engines: dict[str, Any] = {}
+
+    def add(served: Any) -> None:
+        if served.model_id in engines:
+            raise KaiyuanError(f"two models would be served as {served.model_id!r}")
+        engines[served.model_id] = served
+
+    hf_refs: list[str] = []
     for ref in models:
-        if ref.endswith(".gguf"):  # the CPU / edge path: llama.cpp, continuous batching
+        kind = engine if engine != "auto" else ("llamacpp" if ref.endswith(".gguf") else "transformers")
+        if kind == "llamacpp":  # the CPU / edge path: llama.cpp, continuous batching
             from kaiyuan.serve.engines.llamacpp_engine import LlamaCppEngine
 
-            engine: Any = LlamaCppEngine.from_path(Path(ref))
+            if not ref.endswith(".gguf"):
+                raise KaiyuanError(f"{ref}: the llamacpp engine serves .gguf files")
+            add(LlamaCppEngine.from_path(Path(ref)))
+        elif kind == "vllm":  # GPU: one vLLM instance per reference
+            from kaiyuan.serve.engines.vllm_engine import VLLMEngine
+
+            add(VLLMEngine.from_reference(ref))
         else:
-            engine = TransformersEngine.from_reference(ref)
-        engines[engine.model_id] = engine
+            hf_refs.append(ref)
+    if hf_refs:  # models and LoRA adapters (served as <base>:<adapter>), each base model loaded once
+        from kaiyuan.serve.engines.adapters import AdapterSet
+
+        for served in AdapterSet.from_references(hf_refs).values():
+            add(served)
     hashes = [hash_api_key(k) for k in read_api_keys(api_key, api_key_file)]
     err_console.print(f"serving {', '.join(engines)} at http://{host}:{port}/v1"
                       + (" (API key required)" if hashes else ""))
