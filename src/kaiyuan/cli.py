@@ -369,6 +369,15 @@ def serve(
                                                      "for this many seconds, then cancel them.")] = 30.0,
     engine: Annotated[str, typer.Option(help="auto|transformers|llamacpp|vllm (auto: a .gguf file → llamacpp, "
                                              "anything else → transformers).")] = "auto",
+    parallel: Annotated[int, typer.Option(help="llama.cpp: sequences decoded together in one batch.")] = 8,
+    context: Annotated[int, typer.Option(help="llama.cpp: context tokens per sequence.")] = 2048,
+    ray: Annotated[bool, typer.Option("--ray", help="Scale out: serve the app as Ray Serve replicas on a local Ray "
+                                                    "instance (needs the 'ray' extra).")] = False,
+    replicas: Annotated[int, typer.Option(help="With --ray: number of replicas, each with its own engines.")] = 1,
+    replica_cpus: Annotated[float, typer.Option(help="With --ray: CPUs reserved per replica.")] = 0.5,
+    replica_gpus: Annotated[float, typer.Option(help="With --ray: GPUs reserved per replica.")] = 0.0,
+    ray_cpus: Annotated[int | None, typer.Option(help="With --ray: CPUs of the local Ray instance "
+                                                      "(default: all).")] = None,
 ) -> None:
     """OpenAI-compatible server (/v1/models, /v1/chat/completions with streaming, /health, Prometheus /metrics).
 
@@ -380,6 +389,21 @@ def serve(
 
     if engine not in ("auto", "transformers", "llamacpp", "vllm"):
         raise KaiyuanError(f"unknown engine {engine!r}: choose auto, transformers, llamacpp or vllm")
+    if ray:  # scale-out: each replica loads its own engines
+        from kaiyuan.serve.ray_serve import run_ray_serve
+
+        if replicas < 1:
+            raise KaiyuanError("--replicas must be at least 1")
+        ray_hashes = [hash_api_key(k) for k in read_api_keys(api_key, api_key_file)]
+        ray_limits = ServerLimits(max_concurrent=max_concurrent, max_queue=max_queue, max_body_bytes=max_body_bytes,
+                                  request_timeout_s=request_timeout)
+        run_ray_serve(models, replicas, host, port, ray_hashes, engine=engine, default_max_tokens=max_tokens,
+                      limits=ray_limits, num_cpus=ray_cpus, replica_cpus=replica_cpus, replica_gpus=replica_gpus,
+                      grace_period=grace_period, llamacpp_options={"n_ctx": context, "n_parallel": parallel},
+                      on_ready=lambda: err_console.print(
+                          f"serving {', '.join(models)} as {replicas} Ray Serve replica(s) at http://{host}:{port}/v1"
+                          + (" (API key required)" if ray_hashes else "")))
+        return
     engines: dict[str, Any] = {}
 
     def add(served: Any) -> None:
@@ -395,7 +419,7 @@ def serve(
 
             if not ref.endswith(".gguf"):
                 raise KaiyuanError(f"{ref}: the llamacpp engine serves .gguf files")
-            add(LlamaCppEngine.from_path(Path(ref)))
+            add(LlamaCppEngine.from_path(Path(ref), n_ctx=context, n_parallel=parallel))
         elif kind == "vllm":  # GPU: one vLLM instance per reference
             from kaiyuan.serve.engines.vllm_engine import VLLMEngine
 

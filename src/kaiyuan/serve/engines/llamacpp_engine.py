@@ -111,7 +111,10 @@ class LlamaCppEngine:
                                              add_generation_prompt=True)
         self.n_vocab = model.n_vocab()
 
-        threads = n_threads or os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+        # as llama-cpp-python's Llama(): half the cores for one-token decode steps (the server's own Python threads
+        # need the rest), all of them for batches of several tokens
+        threads = n_threads or max(cores // 2, 1)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx * n_parallel  # a separate n_ctx-token KV stream per sequence (kv_unified off)
         params.n_batch = self.n_batch
@@ -119,7 +122,7 @@ class LlamaCppEngine:
         params.n_seq_max = n_parallel
         params.kv_unified = False
         params.n_threads = threads
-        params.n_threads_batch = threads
+        params.n_threads_batch = n_threads or cores
         params.no_perf = True
         # llama.cpp's default (auto) turns flash attention on, which changes the numerics; off matches Llama()
         params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
