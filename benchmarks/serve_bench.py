@@ -170,7 +170,7 @@ def main() -> None:
         f"{args.max_tokens}; {platform.machine()} CPU, 2 cores, {date.today()}; both servers started by this "
         f"script one after the other. Baseline: `python -m llama_cpp.server` (llama-cpp-python "
         f"{llama_cpp.__version__}, defaults except `--interrupt_requests False`: by default a new request cuts the "
-        "stream in progress). kaiyuan: `kaiyuan serve GGUF --parallel {parallel}` (llama.cpp "
+        f"stream in progress). kaiyuan: `kaiyuan serve GGUF --parallel {parallel}` (llama.cpp "
         "engine, continuous batching). Latencies in ms (mean / median / p99).", "",
         "| server | concurrency | req/s | output tok/s | vs baseline | TTFT | TPOT | ITL | E2E |",
         "|---|---:|---:|---:|---:|---|---|---|---|",
