@@ -404,33 +404,9 @@ def serve(
                           f"serving {', '.join(models)} as {replicas} Ray Serve replica(s) at http://{host}:{port}/v1"
                           + (" (API key required)" if ray_hashes else "")))
         return
-    engines: dict[str, Any] = {}
+    from kaiyuan.serve.engine_set import build_engines
 
-    def add(served: Any) -> None:
-        if served.model_id in engines:
-            raise KaiyuanError(f"two models would be served as {served.model_id!r}")
-        engines[served.model_id] = served
-
-    hf_refs: list[str] = []
-    for ref in models:
-        kind = engine if engine != "auto" else ("llamacpp" if ref.endswith(".gguf") else "transformers")
-        if kind == "llamacpp":  # the CPU / edge path: llama.cpp, continuous batching
-            from kaiyuan.serve.engines.llamacpp_engine import LlamaCppEngine
-
-            if not ref.endswith(".gguf"):
-                raise KaiyuanError(f"{ref}: the llamacpp engine serves .gguf files")
-            add(LlamaCppEngine.from_path(Path(ref), n_ctx=context, n_parallel=parallel))
-        elif kind == "vllm":  # GPU: one vLLM instance per reference
-            from kaiyuan.serve.engines.vllm_engine import VLLMEngine
-
-            add(VLLMEngine.from_reference(ref))
-        else:
-            hf_refs.append(ref)
-    if hf_refs:  # models and LoRA adapters (served as <base>:<adapter>), each base model loaded once
-        from kaiyuan.serve.engines.adapters import AdapterSet
-
-        for served in AdapterSet.from_references(hf_refs).values():
-            add(served)
+    engines = build_engines(models, engine, {"n_ctx": context, "n_parallel": parallel})
     hashes = [hash_api_key(k) for k in read_api_keys(api_key, api_key_file)]
     err_console.print(f"serving {', '.join(engines)} at http://{host}:{port}/v1"
                       + (" (API key required)" if hashes else ""))

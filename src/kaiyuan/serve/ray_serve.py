@@ -13,53 +13,14 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
+from kaiyuan.serve.engine_set import build_engines
 from kaiyuan.serve.operations import ServerLimits
 
 REPLICA_HEADER = b"x-kaiyuan-replica"
 # environment the replicas need to see the driver's registry and offline settings
 FORWARDED_ENV_PREFIXES = ("KAIYUAN_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "HUGGINGFACE_")
-
-
-def build_engines(models: list[str], engine: str = "auto", llamacpp_options: dict[str, Any] | None = None
-                  ) -> dict[str, Any]:
-    """Engines by served name, as ``kaiyuan serve`` builds them (transformers models/adapters, .gguf, vLLM)."""
-    from kaiyuan.errors import KaiyuanError
-
-    if engine not in ("auto", "transformers", "llamacpp", "vllm"):
-        raise KaiyuanError(f"unknown engine {engine!r}: choose auto, transformers, llamacpp or vllm")
-    engines: dict[str, Any] = {}
-
-    def add(name: str, served: Any) -> None:
-        if name in engines:
-            raise KaiyuanError(f"two models would be served as {name!r}")
-        engines[name] = served
-
-    hf_refs: list[str] = []
-    for ref in models:
-        kind = engine if engine != "auto" else ("llamacpp" if ref.endswith(".gguf") else "transformers")
-        if kind == "llamacpp":
-            from kaiyuan.serve.engines.llamacpp_engine import LlamaCppEngine
-
-            if not ref.endswith(".gguf"):
-                raise KaiyuanError(f"{ref}: the llamacpp engine serves .gguf files")
-            served = LlamaCppEngine.from_path(Path(ref), **(llamacpp_options or {}))
-            add(served.model_id, served)
-        elif kind == "vllm":
-            from kaiyuan.serve.engines.vllm_engine import VLLMEngine
-
-            served = VLLMEngine.from_reference(ref)
-            add(served.model_id, served)
-        else:
-            hf_refs.append(ref)
-    if hf_refs:
-        from kaiyuan.serve.engines.adapters import AdapterSet
-
-        for name, served in AdapterSet.from_references(hf_refs).items():
-            add(name, served)
-    return engines
 
 
 class ReplicaHeader:
