@@ -25,11 +25,10 @@ the problem instead of returning the arbitrary numbers an unconverged solver wou
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 import sqlite3
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np
 
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.home import kaiyuan_home
+from kaiyuan.hub.manifest import atomic_write_bytes
 
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 TIES = ("tie", "tie (bothbad)")
@@ -520,7 +520,19 @@ def leaderboard(battles: Iterable[Battle], rounds: int = 1000, seed: int = 0) ->
     ranks = interval_ranks(intervals)
     elo = online_elo(battles)
     counts = {m: {"wins": 0, "ties": 0, "losses": 0} for m in ratings}
+    counts.update(win_tie_loss(battles))
+    rows = [LeaderboardRow(model=m, rating=r, lower=intervals[m][0], upper=intervals[m][1], rank=ranks[m],
+                           online_elo=elo[m], battles=sum(counts[m].values()), **counts[m])
+            for m, r in ratings.items()]
+    return Leaderboard(rows=rows, battles=len(battles), rounds=rounds, seed=seed, skipped_rounds=boot.skipped_rounds)
+
+
+def win_tie_loss(battles: Iterable[Battle]) -> dict[str, dict[str, int]]:
+    """Per model: battles won, tied (either kind of tie) and lost."""
+    counts: dict[str, dict[str, int]] = {}
     for b in battles:
+        for model in (b.model_a, b.model_b):
+            counts.setdefault(model, {"wins": 0, "ties": 0, "losses": 0})
         if b.winner in TIES:
             counts[b.model_a]["ties"] += 1
             counts[b.model_b]["ties"] += 1
@@ -528,10 +540,7 @@ def leaderboard(battles: Iterable[Battle], rounds: int = 1000, seed: int = 0) ->
             winner, loser = (b.model_a, b.model_b) if b.winner == "model_a" else (b.model_b, b.model_a)
             counts[winner]["wins"] += 1
             counts[loser]["losses"] += 1
-    rows = [LeaderboardRow(model=m, rating=r, lower=intervals[m][0], upper=intervals[m][1], rank=ranks[m],
-                           online_elo=elo[m], battles=sum(counts[m].values()), **counts[m])
-            for m, r in ratings.items()]
-    return Leaderboard(rows=rows, battles=len(battles), rounds=rounds, seed=seed, skipped_rounds=boot.skipped_rounds)
+    return counts
 
 
 def plot_leaderboard(rows: Iterable[LeaderboardRow], path: str | Path) -> Path:
@@ -553,15 +562,7 @@ def plot_leaderboard(rows: Iterable[LeaderboardRow], path: str | Path) -> Path:
     ax.set_title("Bradley–Terry ratings (95% bootstrap intervals)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=120)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    atomic_write_bytes(path, buffer.getvalue())
     return path

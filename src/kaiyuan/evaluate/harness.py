@@ -9,6 +9,7 @@ registered ``eval`` artifact whose parent is the evaluated model.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -20,7 +21,7 @@ from typing import Any, Literal
 
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.evaluate.tasks import Item, TaskData, load_task
-from kaiyuan.hub.manifest import Parent
+from kaiyuan.hub.manifest import Parent, atomic_write_bytes, atomic_write_text
 from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
 
 
@@ -237,10 +238,7 @@ def run_benchmark(cfg: BenchmarkConfig, registry: Registry | None = None, regist
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     """Atomic: a temporary file renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def plot_comparison(results: list[BenchmarkResult], metric: str, path: Path) -> Path:
@@ -262,9 +260,8 @@ def plot_comparison(results: list[BenchmarkResult], metric: str, path: Path) -> 
     ax.set_title(f"{results[0].task}: {metric}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
-    tmp.replace(path)
+    atomic_write_bytes(path, buffer.getvalue())
     return path

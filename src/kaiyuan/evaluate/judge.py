@@ -629,15 +629,10 @@ class BattleResult:
 
     def summary(self) -> dict[str, Any]:
         counts = {w: sum(b.winner == w for b in self.battles) for w in ("model_a", "model_b", "tie")}
-        wins: dict[str, dict[str, int]] = defaultdict(lambda: {"win": 0, "loss": 0, "tie": 0})
-        for b in self.battles:
-            if b.winner == "tie":
-                wins[b.model_a]["tie"] += 1
-                wins[b.model_b]["tie"] += 1
-            else:
-                winner, loser = (b.model_a, b.model_b) if b.winner == "model_a" else (b.model_b, b.model_a)
-                wins[winner]["win"] += 1
-                wins[loser]["loss"] += 1
+        from kaiyuan.evaluate.arena import win_tie_loss
+
+        wins = {m: {"win": c["wins"], "loss": c["losses"], "tie": c["ties"]}
+                for m, c in win_tie_loss(self.battles).items()}
         return {"n_prompts": self.n_prompts, "n_battles": len(self.battles), "n_unparsable": self.n_unparsable,
                 "winners": counts, "models": dict(sorted(wins.items())), "stored_in": self.stored_in,
                 "out": self.out}
