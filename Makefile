@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml Makefile
 	# llama.cpp for GGUF models; the default native build crashes on some CPUs, so build for AVX2 (pip caches it)
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF" \
 		$(BIN)/python -m pip install -q llama-cpp-python==0.3.36
+	# llama.cpp's HF→GGUF converter ships only in llama-cpp-python's source package: keep it for `kaiyuan export --to gguf`
+	test -n "$$(ls $(VENV)/share/kaiyuan/llama_cpp_python-0.3.36.tar.gz 2>/dev/null)" || \
+		$(BIN)/python -m pip download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d $(VENV)/share/kaiyuan
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -10,7 +10,7 @@ from kaiyuan.demo import DemoConfig, run_demo
 
 def test_demo_pipeline_on_tiny_llama(home):
     summary = run_demo(DemoConfig(model="tiny-llama", n_train=16, n_heldout=8, max_steps=2, batch_size=4,
-                                  max_new_tokens=8, n_pairs=8))
+                                  max_new_tokens=8, n_pairs=8, checkpoint_steps=1))
     assert set(summary) >= {"base_exact_match", "tuned_exact_match", "n_heldout", "seconds", "chat_reply",
                             "stream_reply", "base_model_id", "tuned_model_id", "dataset_id", "loss_curve_png"}
     assert summary["n_heldout"] == 8
@@ -18,6 +18,9 @@ def test_demo_pipeline_on_tiny_llama(home):
     assert 0.0 <= summary["dpo_exact_match"] <= 1.0 and summary["served_model_id"] == summary["dpo_model_id"]
     assert isinstance(summary["chat_reply"], str) and isinstance(summary["stream_reply"], str)
     assert json.loads((home / "demo" / "summary.json").read_text()) == summary
+    # made in kaiyuan from open data, with checkpoints, evaluations and cards: open science (MOF Class I)
+    assert (summary["license"], summary["commercial_use"], summary["mof_class"]) == ("Apache-2.0", "yes", "Class I")
+    assert (home / "demo" / "card" / "README.md").is_file()
 
     shown = CliRunner().invoke(app, ["models", "show", summary["tuned_model_id"], "--json"])
     assert shown.exit_code == 0, shown.output

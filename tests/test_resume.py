@@ -49,3 +49,11 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, monkeypatch):
     metrics = [(tmp_path / home / "artifacts" / expected["artifact_id"] / "metrics.jsonl").read_text()
                for home in ("a", "b")]
     assert metrics[0] == metrics[1]
+    # the intermediate parameters are part of the artifact (hashed), without optimizer state or pickles
+    kept = sorted(p.relative_to(tmp_path / "b" / "artifacts" / expected["artifact_id"]).as_posix()
+                  for p in (tmp_path / "b" / "artifacts" / expected["artifact_id"]).glob("checkpoint-*/*"))
+    assert [k for k in kept if k.startswith("checkpoint-2/")] == [
+        "checkpoint-2/adapter_config.json", "checkpoint-2/adapter_model.safetensors",
+        "checkpoint-2/tokenizer_config.json"]
+    assert sorted({k.split("/")[0] for k in kept}) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    assert result["metrics"]["checkpoints"] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]

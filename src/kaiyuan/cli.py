@@ -369,7 +369,8 @@ def serve(
                                                      "for this many seconds, then cancel them.")] = 30.0,
     engine: Annotated[str, typer.Option(help="auto|transformers|llamacpp|vllm (auto: a .gguf file → llamacpp, "
                                              "anything else → transformers).")] = "auto",
-    parallel: Annotated[int, typer.Option(help="llama.cpp: sequences decoded together in one batch.")] = 8,
+    parallel: Annotated[int, typer.Option(help="Sequences of one model decoded together in one batch (llama.cpp "
+                                               "and transformers engines).")] = 8,
     context: Annotated[int, typer.Option(help="llama.cpp: context tokens per sequence.")] = 2048,
     ray: Annotated[bool, typer.Option("--ray", help="Scale out: serve the app as Ray Serve replicas on a local Ray "
                                                     "instance (needs the 'ray' extra).")] = False,
@@ -406,7 +407,7 @@ def serve(
         return
     from kaiyuan.serve.engine_set import build_engines
 
-    engines = build_engines(models, engine, {"n_ctx": context, "n_parallel": parallel})
+    engines = build_engines(models, engine, {"n_ctx": context, "n_parallel": parallel}, max_batch_size=parallel)
     hashes = [hash_api_key(k) for k in read_api_keys(api_key, api_key_file)]
     err_console.print(f"serving {', '.join(engines)} at http://{host}:{port}/v1"
                       + (" (API key required)" if hashes else ""))
@@ -482,6 +483,19 @@ def models_create_tiny(
 
 
 _register_stage_commands()
+
+
+def _register_open_model_commands() -> None:
+    """license, openness, card, reproduce, export, plan: the commands that make a model's openness checkable."""
+    from kaiyuan import plan_cli
+    from kaiyuan.export import export_cli
+    from kaiyuan.hub import card_cli, license_cli, openness_cli, reproduce_cli
+
+    for module in (license_cli, openness_cli, card_cli, reproduce_cli, export_cli, plan_cli):
+        module.register(app)
+
+
+_register_open_model_commands()
 
 
 def main() -> None:

@@ -41,6 +41,8 @@ class DemoConfig:
     batch_size: int = field(default=8, metadata={"help": "Training batch size."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     max_new_tokens: int = field(default=16, metadata={"help": "Answer length cap in evaluation."})
+    checkpoint_steps: int = field(default=25, metadata={
+        "help": "Keep the adapter every N steps (intermediate parameters, for open-science release)."})
     dpo: bool = field(default=True, metadata={"help": "Align the tuned model with DPO on preference pairs."})
     n_pairs: int = field(default=128, metadata={"help": "Preference pairs (chosen = the date, rejected = a near "
                                                         "miss: swapped day/month, garbled day)."})
@@ -57,7 +59,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     started = time.time()
     registry = Registry()
 
-    n_steps = 8 if cfg.dpo else 6
+    n_steps = 9 if cfg.dpo else 7
 
     def step(number: int, text: str) -> None:
         console.rule(f"[bold cyan]{number}/{n_steps} {text}  [dim]({time.time() - started:.0f}s)")
@@ -82,7 +84,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     sft = run_sft(SFTConfig(model=base.id, data=train.id, name=f"{base.name}-{cfg.task}-lora",
                             epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
                             batch_size=cfg.batch_size, lora_r=cfg.lora_r, lora_alpha=2 * cfg.lora_r,
-                            merge=True, seed=cfg.seed), registry)
+                            merge=True, seed=cfg.seed, checkpoint_steps=cfg.checkpoint_steps), registry)
     assert sft.merged is not None
     console.print(f"adapter: [bold]{sft.artifact.id}[/]  merged model: [bold]{sft.merged.id}[/]  "
                   f"final loss {sft.metrics['final_loss']}")
@@ -98,7 +100,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
         dpo = run_dpo(DPOConfig(model=sft.merged.id, data=data["pairs"].id, name=f"{base.name}-{cfg.task}-dpo",
                                 learning_rate=cfg.dpo_learning_rate, beta=cfg.dpo_beta, sft_weight=cfg.dpo_sft_weight,
                                 batch_size=cfg.batch_size, lora_r=cfg.lora_r, lora_alpha=2 * cfg.lora_r,
-                                merge=True, seed=cfg.seed), registry)
+                                merge=True, seed=cfg.seed, checkpoint_steps=cfg.checkpoint_steps), registry)
         assert dpo.merged is not None
         console.print(f"DPO adapter: [bold]{dpo.artifact.id}[/]  merged model: [bold]{dpo.merged.id}[/]  "
                       f"reward accuracy {dpo.metrics['reward_accuracy']}, margin {dpo.metrics['reward_margin']}")
@@ -115,6 +117,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     console.print(table)
     console.print(f"loss curve: {sft.loss_curve_png}")
 
+    step(n_steps - 1, "model card, data cards, license verdict and openness grade of the final model")
+    openness = describe_openness(final.id, registry, console)
+
     step(n_steps, "serve the final model (OpenAI-compatible API)")
     chat_reply, stream_reply = serve_and_ask(final.id, final.name, cfg)
 
@@ -127,7 +132,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
         "dpo_exact_match": rows[2][2].exact_match if dpo else None,
         "dpo_model_id": dpo.merged.id if dpo and dpo.merged else None,
         "dpo_adapter_id": dpo.artifact.id if dpo else None, "pairs_dataset_id": data["pairs"].id if dpo else None,
-        "served_model_id": final.id,
+        "served_model_id": final.id, **openness,
     }
     summary_path = kaiyuan_home() / "demo" / "summary.json"
     atomic_write_json(summary_path, summary)
@@ -135,6 +140,33 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     if cfg.serve:
         keep_serving(final.id, final.name, cfg)
     return summary
+
+
+def describe_openness(model_id: str, registry: Registry, console: Console) -> dict[str, Any]:
+    """Register the model's card and its datasets' cards, then say what its license and openness are."""
+    from kaiyuan.hub.card import write_cards
+    from kaiyuan.hub.licenses import license_report
+    from kaiyuan.hub.openness import openness_report
+
+    cards = write_cards(model_id, registry, out=kaiyuan_home() / "demo" / "card")
+    terms = license_report(model_id, registry)
+    openness = openness_report(model_id, registry)
+    assert cards.model is not None
+    console.print(f"model card: [bold]{cards.model.card.id}[/] → {cards.model.out}; "
+                  f"data cards: {', '.join(c.card.id for c in cards.data)}")
+    console.print(f"license: [bold]{terms.license}[/], commercial use: [bold]{terms.verdict}[/] — {terms.summary}")
+    for obligation in terms.obligations:
+        console.print(f"  obligation: {obligation}")
+    progress = ", ".join(f"{name} {p['met']}/{p['required']}" for name, p in openness.progress.items())
+    console.print(f"openness: [bold]MOF {openness.mof_class or 'no class'}[/] ({progress}); openness index "
+                  f"{openness.index_score:g}/{openness.index_max}; OSAID: "
+                  f"{'passes' if openness.osaid['passes'] else 'does not pass'}")
+    for component in (c for p in openness.progress.values() for c in p["missing"]):
+        console.print(f"  missing ({component['class']}): {component['name']}: {component['reason']}")
+    return {"model_card_id": cards.model.card.id, "model_card": str(cards.model.out),
+            "data_card_ids": [c.card.id for c in cards.data], "license": terms.license,
+            "commercial_use": terms.verdict, "obligations": terms.obligations, "mof_class": openness.mof_class,
+            "openness_index": openness.index_score, "osaid_passes": openness.osaid["passes"]}
 
 
 def serve_and_ask(model_ref: str, model_name: str, cfg: DemoConfig) -> tuple[str, str]:

@@ -65,15 +65,25 @@ def _synthetic(cfg: Any) -> dict[str, str]:
     return {name: artifact.id for name, artifact in run_synthetic(cfg).items()}
 
 
+def _export(cfg: Any) -> dict[str, Any]:
+    from kaiyuan.export.export_cli import run_export
+
+    result = run_export(cfg)
+    return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "",
+            "metrics": result.checks()}
+
+
 def stages() -> dict[str, StageSpec]:
     from kaiyuan.data.synthetic import SyntheticConfig
     from kaiyuan.evaluate.generation import ExactMatchConfig
+    from kaiyuan.export.export_cli import ExportConfig
     from kaiyuan.train.stages import TRAINING_STAGES
 
     return {
         "synthetic": StageSpec(SyntheticConfig, _synthetic, ("train", "heldout", "pairs")),
         **{stage.name: StageSpec(stage.config_class(), _trained(stage), stage.outputs) for stage in TRAINING_STAGES},
         "eval": StageSpec(ExactMatchConfig, _eval, ("artifact",)),
+        "export": StageSpec(ExportConfig, _export, ("artifact", "merged")),
     }
 
 

@@ -1,1 +1,1 @@
-"""Exports: merged models (GGUF and Ollama come later)."""
+"""Exports: merged models, GGUF files (llama.cpp's converter and quantizer) and Ollama Modelfiles."""

@@ -22,9 +22,9 @@ from typing import Any
 from kaiyuan import __version__
 
 MANIFEST_NAME = "manifest.json"
-KINDS = ("model", "adapter", "dataset", "eval", "export")
+KINDS = ("model", "adapter", "dataset", "eval", "export", "card")
 RELATIONS = ("base_model", "finetune", "adapter", "merge", "dataset", "quantized", "reference_model",
-             "reward_model", "evaluated_model", "generator", "judge")
+             "reward_model", "evaluated_model", "generator", "judge", "documented")
 TRACKED_LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "safetensors",
                      "tokenizers", "gguf")
 

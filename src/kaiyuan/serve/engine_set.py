@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 
-def build_engines(models: list[str], engine: str = "auto", llamacpp_options: dict[str, Any] | None = None
-                  ) -> dict[str, Any]:
-    """Engines by served name, as ``kaiyuan serve`` builds them (transformers models/adapters, .gguf, vLLM)."""
+def build_engines(models: list[str], engine: str = "auto", llamacpp_options: dict[str, Any] | None = None,
+                  max_batch_size: int = 8) -> dict[str, Any]:
+    """Engines by served name, as ``kaiyuan serve`` builds them (transformers models/adapters, .gguf, vLLM).
+    ``max_batch_size``: sequences a transformers model decodes together."""
     from kaiyuan.errors import KaiyuanError
 
     if engine not in ("auto", "transformers", "llamacpp", "vllm"):
@@ -41,6 +42,6 @@ def build_engines(models: list[str], engine: str = "auto", llamacpp_options: dic
     if hf_refs:
         from kaiyuan.serve.engines.adapters import AdapterSet
 
-        for name, served in AdapterSet.from_references(hf_refs).items():
+        for name, served in AdapterSet.from_references(hf_refs, max_batch_size=max_batch_size).items():
             add(name, served)
     return engines

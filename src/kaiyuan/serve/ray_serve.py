@@ -66,7 +66,8 @@ def app_builder(models: list[str], engine: str, api_key_hashes: list[str], defau
         from kaiyuan.serve.app import create_app
         from kaiyuan.serve.operations import with_operations
 
-        engines = build_engines(models, engine, llamacpp_options)
+        engines = build_engines(models, engine, llamacpp_options,
+                                max_batch_size=(llamacpp_options or {}).get("n_parallel", 8))
         app = create_app(engines, api_key_hashes, default_max_tokens=default_max_tokens)
         return ReplicaHeader(with_operations(app, ServerLimits(**limits)), current_replica_id)
 

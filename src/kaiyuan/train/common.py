@@ -140,6 +140,9 @@ class TrainOptions:
     deepspeed: str | None = field(default=None, metadata={"help": "DeepSpeed ZeRO: zero2 or zero3."})
     checkpoint_steps: int = field(default=0, metadata={"help": "Save a resumable checkpoint every N steps (0: none)."})
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint of this same run."})
+    keep_checkpoints: bool = field(default=True, metadata={
+        "help": "Copy each checkpoint's weights (no optimizer state) into the artifact as checkpoint-N/: the "
+                "intermediate parameters open-science release (MOF Class I) asks for."})
     seed: int = field(default=42, metadata={"help": "Seed for data order and initialization."})
     data_license: str = field(default="NOASSERTION", metadata={"help": "License of a data file (SPDX)."})
 
@@ -328,6 +331,33 @@ def make_reproducible(directory: Path, base_id: str) -> None:
         adapter_config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+# weights and their configs; not trainer_state.json (its token counts differ after a resume) nor pickles
+CHECKPOINT_FILES = ("*.safetensors", "*config.json")
+
+
+def keep_checkpoints(run: Path, directory: Path, base_id: str) -> list[str]:
+    """Copy the weights of every ``checkpoint-N`` of a run into ``directory`` (weights as hard links when
+    possible; the JSON files are copied, as they are rewritten here)."""
+    import os
+    import shutil
+
+    kept = []
+    for checkpoint in sorted(run.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1])):
+        target = directory / checkpoint.name
+        target.mkdir()
+        for pattern in CHECKPOINT_FILES:
+            for source in sorted(checkpoint.glob(pattern)):
+                try:
+                    if source.suffix != ".safetensors":
+                        raise OSError("copy")
+                    os.link(source, target / source.name)
+                except OSError:
+                    shutil.copyfile(source, target / source.name)
+        make_reproducible(target, base_id)
+        kept.append(checkpoint.name)
+    return kept
+
+
 def register_trained(trainer: Any, opts: TrainOptions, *, stage: str, start: Artifact, parents: list[Parent],
                      tokenizer: Any, metrics: dict[str, Any], rows: list[dict[str, Any]],
                      curves: tuple[str, ...] = ("loss",), registry: Registry | None = None) -> TrainResult | None:
@@ -344,6 +374,8 @@ def register_trained(trainer: Any, opts: TrainOptions, *, stage: str, start: Art
                         chat_template=tokenizer.chat_template, metrics=metrics) as writer:
         trainer.save_model(str(writer.path))
         make_reproducible(writer.path, start.id)
+        if opts.checkpoint_steps and opts.keep_checkpoints:
+            metrics["checkpoints"] = keep_checkpoints(Path(trainer.args.output_dir), writer.path, start.id)
         write_metrics(writer.path / "metrics.jsonl", rows)
         for key in curves:
             plot_curve(rows, key, writer.path / f"{key.replace('/', '_')}_curve.png", f"{stage} {key} — {name}")

@@ -4,11 +4,12 @@
 
     {"tiny-llama": ..., "tiny-llama:sft-a": ..., "tiny-llama:sft-b": ...}
 
-All engines of one base share a single ``PeftModel`` that holds every adapter under its own (internal) name.
-Around each ``generate`` / ``stream`` / ``complete`` / ``complete_stream`` / ``embed`` call an engine takes the
-base's lock, activates its adapter (``set_adapter``; the base itself runs inside ``disable_adapter()``), and
-lets go when the call is done. A stream holds the lock until it is exhausted or closed, so requests to the same
-base — whichever adapter they name — are served one after another; different bases run independently.
+All engines of one base share a single ``PeftModel`` that holds every adapter under its own (internal) name, and
+one :class:`~kaiyuan.serve.engines.transformers_batching.BatchScheduler` that runs their requests in batches:
+requests naming the same adapter (or the bare base) share forward passes, requests for different ones take turns
+batch by batch. Around every forward pass the scheduler takes the base's lock and activates the batch's adapter
+(``set_adapter``; the base itself runs inside ``disable_adapter()``); ``embed`` does the same around its call.
+Different bases run independently.
 
 An adapter whose base is not among the references gets that base loaded too (only its adapters are listed then,
 not the base under its own name). A reference that is a plain model with no adapter is served by a plain
@@ -58,8 +59,8 @@ class SharedModel:
 
 
 class AdapterEngine:
-    """An engine for one served name: a :class:`TransformersEngine` over the shared model that switches to its
-    adapter (or to the bare base) for each call, under the shared lock."""
+    """An engine for one served name: a :class:`TransformersEngine` over the shared model whose requests the shared
+    scheduler runs with its adapter (or the bare base) active; ``embed`` switches to it under the shared lock."""
 
     def __init__(self, engine: TransformersEngine, shared: SharedModel, adapter: str | None) -> None:
         self.engine = engine
@@ -73,21 +74,19 @@ class AdapterEngine:
             raise AttributeError(name)
         return getattr(self.engine, name)
 
+    # generation: the scheduler selects the adapter around each forward pass (holding the lock here would deadlock)
+
     def generate(self, messages: list[dict[str, Any]], params: SamplingParams) -> Generation:
-        with self.shared.selected(self.adapter):
-            return self.engine.generate(messages, params)
+        return self.engine.generate(messages, params)
 
     def stream(self, messages: list[dict[str, Any]], params: SamplingParams) -> Iterator[StreamEvent]:
-        with self.shared.selected(self.adapter):  # held for the whole stream
-            yield from self.engine.stream(messages, params)
+        return self.engine.stream(messages, params)
 
     def complete(self, prompt: str | list[int], params: SamplingParams) -> Generation:
-        with self.shared.selected(self.adapter):
-            return self.engine.complete(prompt, params)
+        return self.engine.complete(prompt, params)
 
     def complete_stream(self, prompt: str | list[int], params: SamplingParams) -> Iterator[StreamEvent]:
-        with self.shared.selected(self.adapter):
-            yield from self.engine.complete_stream(prompt, params)
+        return self.engine.complete_stream(prompt, params)
 
     def embed(self, inputs: list[str] | list[list[int]]) -> list[Embedding]:
         with self.shared.selected(self.adapter):
@@ -111,9 +110,10 @@ class AdapterSet:
     """Engines for models and adapters, one per served name, with each base model loaded once."""
 
     @staticmethod
-    def from_references(refs: list[str], registry: Registry | None = None, dtype: str = "float32"
-                        ) -> dict[str, Any]:
+    def from_references(refs: list[str], registry: Registry | None = None, dtype: str = "float32",
+                        max_batch_size: int = 8) -> dict[str, Any]:
         from kaiyuan.models import base_of, load_model, resolve_model
+        from kaiyuan.serve.engines.transformers_batching import BatchScheduler
 
         registry = registry or Registry()
         bases: dict[str, Artifact] = {}  # base id -> base artifact, in order of first mention
@@ -144,7 +144,7 @@ class AdapterSet:
             loaded = load_model(base, registry, dtype=dtype)  # the base weights: loaded once per base
             group = adapters.get(base_id, [])
             if not group:
-                add(base.name, TransformersEngine(loaded.model, loaded.tokenizer, base.name))
+                add(base.name, TransformersEngine(loaded.model, loaded.tokenizer, base.name, max_batch_size))
                 continue
             from peft import PeftModel
 
@@ -159,11 +159,14 @@ class AdapterSet:
                 shared.adapters[adapter.id] = peft_name
             model.eval()
             shared.model = model
+            scheduler = BatchScheduler(model, max_batch_size, select=shared.selected, name=base.name)
             if base_id in served_bases:
-                add(base.name, AdapterEngine(TransformersEngine(model, loaded.tokenizer, base.name), shared, None))
+                engine = TransformersEngine(model, loaded.tokenizer, base.name, scheduler=scheduler)
+                add(base.name, AdapterEngine(engine, shared, None))
             for adapter in group:
                 name = adapter_model_id(base, adapter)
                 tokenizer = _adapter_tokenizer(adapter, loaded.tokenizer)
                 peft_name = shared.adapters[adapter.id]
-                add(name, AdapterEngine(TransformersEngine(model, tokenizer, name), shared, peft_name))
+                engine = TransformersEngine(model, tokenizer, name, scheduler=scheduler, adapter=peft_name)
+                add(name, AdapterEngine(engine, shared, peft_name))
         return engines

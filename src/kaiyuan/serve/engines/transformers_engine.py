@@ -1,25 +1,27 @@
-"""A transformers engine for any HF model or adapter (one sequence at a time for now).
+"""A transformers engine for any HF model or adapter, with batching.
 
 Besides chat (``generate``/``stream``) it does raw-text completion (``complete``/``complete_stream``),
 embeddings (``embed``: the mean of the last hidden state over the input's tokens, L2-normalized), token
 log-probabilities and JSON-schema-constrained decoding.
 
-Log-probabilities are ``log_softmax`` of the logits the model returns, recorded by a logits processor that runs
-before the JSON constraint and before temperature / top-k / top-p (transformers applies those warpers after
-custom processors), so they are the model's own distribution, as OpenAI reports them, whatever the sampling
-settings. Only processors the model's generation config itself turns on (a repetition penalty, say) come first.
+Generation runs on a :class:`~kaiyuan.serve.engines.transformers_batching.BatchScheduler`: concurrent requests share
+forward passes (up to ``max_batch_size`` sequences; newcomers join a running batch). The caller's thread turns the
+token ids it sends into text, cuts it at stop strings and lines log-probabilities up with the text.
+
+Log-probabilities are ``log_softmax`` of the logits the model returns (after the repetition penalty the model's
+generation config asks for, if any), taken before the JSON constraint and before temperature / top-k / top-p, so
+they are the model's own distribution, as OpenAI reports them, whatever the sampling settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kaiyuan.data.templates import chat_template_of, end_of_turn_token_ids, prompt_text
 from kaiyuan.serve.engines.base import (
@@ -32,6 +34,9 @@ from kaiyuan.serve.engines.base import (
     UnsupportedRequestError,
 )
 from kaiyuan.serve.json_constraint import JsonLogitsProcessor, JsonTokenIndex, compiled_schema
+
+if TYPE_CHECKING:  # the scheduler module imports torch: loaded when an engine is made
+    from kaiyuan.serve.engines.transformers_batching import BatchRequest, BatchScheduler, TokenLogprobs
 
 
 class StopTrimmer:
@@ -68,71 +73,11 @@ class StopTrimmer:
 
 @dataclass
 class Piece:
-    """New text from the streamer, the number of tokens generated so far, and the new tokens' logprobs."""
+    """New text of a reply, the number of tokens generated so far, and the new tokens' logprobs."""
 
     text: str
     tokens: int
     logprobs: list[TokenLogprob] = field(default_factory=list)
-
-
-class TokenStreamer:
-    """A transformers streamer that yields text as each token arrives (not word by word).
-
-    The generated ids are decoded as a whole each time and the new suffix is emitted, so multi-token
-    characters come out whole; a trailing replacement character waits for the token that completes it.
-    ``describe(token_id)`` (called right after each token is sampled) gives the token's logprob entry.
-    """
-
-    def __init__(self, tokenizer: Any, timeout: float | None = None,
-                 describe: Callable[[int], TokenLogprob | None] | None = None) -> None:
-        self.tokenizer = tokenizer
-        self.queue: queue.Queue[Piece | None] = queue.Queue()
-        self.timeout = timeout
-        self.describe = describe
-        self.ids: list[int] = []
-        self.logprobs: list[TokenLogprob] = []
-        self.sent = 0
-        self.prompt_seen = False
-
-    def put(self, value: Any) -> None:
-        if not self.prompt_seen:  # generate() first passes the prompt
-            self.prompt_seen = True
-            return
-        new = value.reshape(-1).tolist()
-        self.ids.extend(new)
-        if self.describe is not None:
-            self.logprobs.extend(entry for entry in map(self.describe, new) if entry is not None)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):
-            return
-        if len(text) > self.sent:
-            self._send(text)
-
-    def _send(self, text: str) -> None:
-        self.queue.put(Piece(text[self.sent:], len(self.ids), self.logprobs))
-        self.sent, self.logprobs = len(text), []
-
-    def end(self) -> None:
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if len(text) > self.sent or self.logprobs:
-            self._send(text)
-        self.queue.put(None)
-
-    def __iter__(self) -> Iterator[Piece]:
-        while (item := self.queue.get(timeout=self.timeout)) is not None:
-            yield item
-
-
-class CancelledCriteria:
-    """A stopping criterion that ends generation once ``event`` is set (client went away)."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 # --- the vocabulary as text and bytes ---------------------------------------------------------------------------
@@ -200,19 +145,6 @@ class Vocabulary:
         return TokenLogprob(self.text(token_id), logprob, self.bytes(token_id))
 
 
-class LogprobRecorder:
-    """A logits processor that keeps ``log_softmax`` of the logits it sees (batch row 0) and changes nothing."""
-
-    def __init__(self) -> None:
-        self.row: Any = None
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        self.row = torch.log_softmax(scores[0].float(), dim=-1)
-        return scores
-
-
 # --- the engine ---------------------------------------------------------------------------------------------------
 
 TOOLS_SYSTEM_PROMPT = (  # for templates that do not render tools themselves: the Hermes convention, briefly
@@ -241,20 +173,36 @@ class _LogprobAligner:
 
 
 class TransformersEngine:
-    def __init__(self, model: Any, tokenizer: Any, model_id: str) -> None:
+    """Chat, completions and embeddings over a transformers model.
+
+    Generation goes through ``scheduler``: by default one of the engine's own, batching up to ``max_batch_size``
+    sequences, whose forward passes hold the engine's lock (as ``embed`` does). Engines over one shared model
+    (LoRA adapters, see :mod:`kaiyuan.serve.engines.adapters`) pass the same scheduler and each its ``adapter``: the
+    group their requests are batched in, which the scheduler's ``select`` activates around each forward pass.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, model_id: str, max_batch_size: int = 8,
+                 scheduler: BatchScheduler | None = None, adapter: str | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.context_length = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
         self.stop_token_ids = end_of_turn_token_ids(tokenizer)
+        generation_config = getattr(model, "generation_config", None)
+        self.repetition_penalty = float(getattr(generation_config, "repetition_penalty", None) or 1.0)
+        self.adapter = adapter
         self._lock = threading.Lock()
+        from kaiyuan.serve.engines.transformers_batching import BatchScheduler
+
+        self.scheduler = scheduler or BatchScheduler(model, max_batch_size, select=lambda group: self._lock,
+                                                     name=model_id)
 
     @classmethod
-    def from_reference(cls, ref: str, model_id: str | None = None) -> TransformersEngine:
+    def from_reference(cls, ref: str, model_id: str | None = None, max_batch_size: int = 8) -> TransformersEngine:
         from kaiyuan.models import load_model
 
         loaded = load_model(ref)
-        return cls(loaded.model, loaded.tokenizer, model_id or loaded.artifact.name)
+        return cls(loaded.model, loaded.tokenizer, model_id or loaded.artifact.name, max_batch_size)
 
     @cached_property
     def vocab(self) -> Vocabulary:
@@ -383,93 +331,73 @@ class TransformersEngine:
             finish.logprobs = logprobs
         return finish
 
-    def _describer(self, recorder: LogprobRecorder, top: int) -> Callable[[int], TokenLogprob | None]:
-        def describe(token_id: int) -> TokenLogprob | None:
-            if token_id in self.vocab.special_ids or recorder.row is None:
-                return None  # end-of-turn and other special tokens add no text, and get no entry
-            row = recorder.row
-            entry = self.vocab.entry(token_id, float(row[token_id]))
-            if top:
-                values, indices = row.topk(min(top, row.shape[0]))
-                entry.top_logprobs = [self.vocab.entry(int(i), float(v)) for v, i in zip(values, indices, strict=True)]
-            return entry
-        return describe
+    def _describe(self, token_id: int, logprobs: TokenLogprobs | None) -> TokenLogprob | None:
+        if token_id in self.vocab.special_ids or logprobs is None:
+            return None  # end-of-turn and other special tokens add no text, and get no entry
+        entry = self.vocab.entry(token_id, logprobs.logprob)
+        entry.top_logprobs = [self.vocab.entry(i, value) for i, value in logprobs.top]
+        return entry
+
+    def _pieces(self, request: BatchRequest) -> Iterator[Piece]:
+        """The request's text as its tokens arrive (not word by word), with their logprob entries.
+
+        The generated ids are decoded as a whole each time and the new suffix goes out, so multi-token characters
+        come out whole; a trailing replacement character waits for the token that completes it."""
+        ids: list[int] = []
+        entries: list[TokenLogprob] = []
+        sent = 0
+        for token_id, logprobs in request.tokens():
+            ids.append(token_id)
+            if (entry := self._describe(token_id, logprobs)) is not None:
+                entries.append(entry)
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            if len(text) > sent and not text.endswith("\ufffd"):
+                yield Piece(text[sent:], len(ids), entries)
+                sent, entries = len(text), []
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if len(text) > sent or entries:
+            yield Piece(text[sent:], len(ids), entries)
 
     def _run(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[StreamEvent]:
-        import torch
-        from transformers import LogitsProcessorList, StoppingCriteriaList
+        from kaiyuan.serve.engines.transformers_batching import BatchRequest
 
+        if params.max_tokens <= 0:
+            yield StreamEvent("", Generation("", "length", len(prompt_ids), 0,
+                                             logprobs=[] if params.logprobs else None))
+            return
         node = compiled_schema(params.json_schema) if params.json_schema is not None else None
-        processors: list[Any] = []
-        recorder = LogprobRecorder() if params.logprobs else None
-        if recorder is not None:
-            processors.append(recorder)
-        if node is not None:
-            processors.append(JsonLogitsProcessor(self.json_index, self.vocab.texts, node, len(prompt_ids),
-                                                  params.max_tokens, self.stop_token_ids))
-        describe = self._describer(recorder, params.top_logprobs) if recorder is not None else None
-        streamer = TokenStreamer(self.tokenizer, describe=describe)
-        sample = params.temperature > 0
-        pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
-            else self.stop_token_ids[0]
-        cancelled = threading.Event()
-        kwargs: dict[str, Any] = {
-            "input_ids": torch.tensor([prompt_ids], device=self.model.device),
-            "attention_mask": torch.ones(1, len(prompt_ids), dtype=torch.long, device=self.model.device),
-            "max_new_tokens": params.max_tokens, "do_sample": sample, "streamer": streamer,
-            "eos_token_id": self.stop_token_ids, "pad_token_id": pad_token_id,
-            "temperature": params.temperature if sample else None, "top_p": params.top_p if sample else None,
-            "top_k": max(params.top_k, 0) if sample else None,
-            "logits_processor": LogitsProcessorList(processors),
-            "stopping_criteria": StoppingCriteriaList([CancelledCriteria(cancelled)]),
-        }
-        result: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                with torch.inference_mode():
-                    if params.seed is not None:
-                        torch.manual_seed(params.seed)
-                    result["output"] = self.model.generate(**kwargs)
-            except BaseException as exc:  # surfaced to the caller below
-                result["error"] = exc
-                streamer.end()
-
+        constraint = None if node is None else JsonLogitsProcessor(
+            self.json_index, self.vocab.texts, node, 0, params.max_tokens, self.stop_token_ids)
+        request = BatchRequest(prompt_ids, params, set(self.stop_token_ids), group=self.adapter,
+                               constraint=constraint, repetition_penalty=self.repetition_penalty)
         trimmer = StopTrimmer(params.stop)
         aligner = _LogprobAligner()
         emitted = tokens = 0
-        with self._lock:
-            worker = threading.Thread(target=run, daemon=True)
-            worker.start()
-            try:
-                for piece in streamer:
-                    tokens = piece.tokens
-                    aligner.pending.extend(piece.logprobs)
-                    out = trimmer.feed(piece.text)
-                    emitted += len(out)
-                    if trimmer.stopped:  # the rest would be cut anyway: stop generating
-                        break
-                    if out:
-                        yield StreamEvent(out, logprobs=aligner.take(emitted) if recorder else None)
-            finally:  # also when the consumer stops early (client disconnected): stop generating
-                cancelled.set()
-                worker.join()
-        if "error" in result:
-            raise result["error"]
+        self.scheduler.submit(request)
+        try:
+            for piece in self._pieces(request):
+                tokens = piece.tokens
+                aligner.pending.extend(piece.logprobs)
+                out = trimmer.feed(piece.text)
+                emitted += len(out)
+                if trimmer.stopped:  # the rest would be cut anyway: stop generating
+                    break
+                if out:
+                    yield StreamEvent(out, logprobs=aligner.take(emitted) if params.logprobs else None)
+        finally:  # also when the consumer stops early (client disconnected): stop generating
+            self.scheduler.cancel(request)
         tail = trimmer.flush()
         emitted += len(tail)
-        logprobs = aligner.take(emitted, partial=True) if recorder else None
+        logprobs = aligner.take(emitted, partial=True) if params.logprobs else None
         if trimmer.stopped:
             finish_reason = "stop"
         else:
-            new_tokens = result["output"][0, len(prompt_ids):].tolist()
-            tokens = len(new_tokens)
-            ended = bool(new_tokens) and new_tokens[-1] in self.stop_token_ids
-            finish_reason = "stop" if ended or tokens < params.max_tokens else "length"
+            assert request.finish_reason is not None
+            finish_reason, tokens = request.finish_reason, len(request.generated)
             if logprobs is not None:
                 logprobs += aligner.pending  # text the decoder merged (partial characters) still gets its tokens
         yield StreamEvent(tail, Generation("", finish_reason, len(prompt_ids), tokens,
-                                           logprobs=[] if recorder else None), logprobs=logprobs)
+                                           logprobs=[] if params.logprobs else None), logprobs=logprobs)
 
     # embeddings
 

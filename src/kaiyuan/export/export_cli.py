@@ -1,0 +1,187 @@
+"""``kaiyuan export MODEL --to merged|gguf|ollama``: the export stage (config, run function) and its command.
+
+An adapter is merged into its base first (the merge is checked and registered); a model is exported as it is.
+Every export is a registered artifact whose manifest records its checks: the merge's logit difference, the GGUF's
+embedded chat template, tokenization and greedy agreement with transformers, and perplexity drift.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from rich.console import Console
+
+from kaiyuan.errors import KaiyuanError
+from kaiyuan.hub.registry import Artifact, Registry
+
+TARGETS = ("merged", "gguf", "ollama")
+QUANT_NAMES = ("f16", "q8_0", "q4_k_m")
+CHECK_KEYS = ("merge_max_abs_logit_diff", "merge_logit_tolerance", "chat_template_embedded", "tokenization_match",
+              "greedy_match", "greedy_prompts_matched", "greedy_prefix_agreement", "prompt_logits_max_abs_diff",
+              "perplexity_transformers", "perplexity_gguf", "perplexity_drift", "file_type", "tensor_types",
+              "ollama_template_check", "checks_failed")
+
+
+@dataclass
+class ExportConfig:
+    model: str = field(metadata={"help": "Model or LoRA adapter: registry id/name, local dir, hub id, tiny-llama. "
+                                         "An adapter is merged into its base first."})
+    to: Literal["merged", "gguf", "ollama"] = field(metadata={
+        "help": "merged (adapter folded into its base), gguf (llama.cpp file), or ollama (GGUF + Modelfile)."})
+    quant: Literal["f16", "q8_0", "q4_k_m"] = field(default="f16", metadata={
+        "help": "GGUF weights: f16, q8_0 or q4_k_m (llama.cpp falls back per tensor where rows are not a multiple "
+                "of 256)."})
+    name: str | None = field(default=None, metadata={"help": "Name of the registered export."})
+    converter: str | None = field(default=None, metadata={
+        "help": "llama.cpp's convert_hf_to_gguf.py, a llama.cpp checkout or a llama-cpp-python sdist .tar.gz "
+                "(default: $KAIYUAN_GGUF_CONVERTER, else the installed version's sdist in ~/.cache/kaiyuan)."})
+    template: str | None = field(default=None, metadata={
+        "help": "Ollama: template family (chatml, llama3, gemma, zephyr) or a file with an Ollama Go template "
+                "(default: recognized from the model's chat template)."})
+    tolerance: float | None = field(default=None, metadata={
+        "help": "Merge: largest allowed logit difference between the merged model and base + adapter "
+                "(default by dtype: 1e-3 for float32)."})
+    greedy_tokens: int = field(default=16, metadata={"help": "GGUF check: greedy tokens compared per prompt."})
+    perplexity_text: str | None = field(default=None, metadata={
+        "help": "GGUF check: UTF-8 text file to measure perplexity drift on (default: a built-in paragraph)."})
+    allow_mismatch: bool = field(default=False, metadata={
+        "help": "Register the GGUF even when a check fails (the failures are recorded)."})
+
+
+@dataclass
+class ExportResult:
+    to: str
+    artifact: Artifact
+    merged: Artifact | None = None  # the merged model, when the input was an adapter
+
+    def file(self) -> Path:
+        name = self.artifact.manifest["config"].get("file")
+        return self.artifact.path / name if name else self.artifact.path
+
+    def checks(self) -> dict[str, Any]:
+        found = dict(self.merged.manifest["metrics"]) if self.merged else {}
+        found.update(self.artifact.manifest["metrics"])
+        return {key: found[key] for key in CHECK_KEYS if key in found}
+
+    def summary(self) -> dict[str, Any]:
+        data = {**self.artifact.summary(), "to": self.to, "quant": self.artifact.manifest["config"].get("quant"),
+                "file": str(self.file()), "merged_model_id": self.merged.id if self.merged else None,
+                "checks": self.checks()}
+        if self.to == "ollama":
+            data["ollama_create"] = f"ollama create {self.artifact.name} -f {self.artifact.path / 'Modelfile'}"
+        return data
+
+
+def run_export(cfg: ExportConfig, registry: Registry | None = None) -> ExportResult:
+    from kaiyuan.models import resolve_model
+
+    if cfg.to not in TARGETS:
+        raise KaiyuanError(f"unknown export target {cfg.to!r}: choose merged, gguf or ollama")
+    if cfg.quant not in QUANT_NAMES:
+        raise KaiyuanError(f"unknown quantization {cfg.quant!r}: choose f16, q8_0 or q4_k_m")
+    registry = registry or Registry()
+    text = Path(cfg.perplexity_text).read_text(encoding="utf-8") if cfg.perplexity_text else None
+    source = resolve_model(cfg.model, registry)
+    merged = None
+    if source.kind == "adapter":
+        from kaiyuan.export.merge import merge_adapter
+
+        merged = source = merge_adapter(source, registry, name=cfg.name if cfg.to == "merged" else None,
+                                        tolerance=cfg.tolerance)
+    elif cfg.to == "merged":
+        raise KaiyuanError(f"{cfg.model!r} is a model, not a LoRA adapter: there is nothing to merge "
+                           "(export it with --to gguf or --to ollama)")
+    if cfg.to == "merged":
+        return ExportResult(cfg.to, source, merged)
+    options = {"quant": cfg.quant, "name": cfg.name, "converter": cfg.converter, "greedy_tokens": cfg.greedy_tokens,
+               "perplexity_text": text, "allow_mismatch": cfg.allow_mismatch, "registry": registry}
+    if cfg.to == "gguf":
+        from kaiyuan.export.gguf import export_gguf
+
+        return ExportResult(cfg.to, export_gguf(source, **options), merged)
+    from kaiyuan.export.ollama import export_ollama
+
+    return ExportResult(cfg.to, export_ollama(source, template=cfg.template, **options), merged)
+
+
+# ------------------------------------------------------------------------------------------------ command
+
+
+def print_json(data: Any) -> None:
+    """Like ``kaiyuan.cli.print_json`` (not imported: ``python -m kaiyuan.cli`` runs that module as __main__)."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def describe_checks(checks: dict[str, Any]) -> list[str]:
+    lines = []
+    if "merge_max_abs_logit_diff" in checks:
+        tolerance = checks.get("merge_logit_tolerance")
+        lines.append(f"merge: max |logit diff| vs base + adapter {checks['merge_max_abs_logit_diff']:.3g}"
+                     + (f" (tolerance {tolerance:g})" if tolerance is not None else " (not enforced)"))
+    if "greedy_match" in checks:
+        yes = {True: "yes", False: "NO"}
+        lines += [f"chat template embedded: {yes[checks['chat_template_embedded']]}; tokenization matches "
+                  f"transformers: {yes[checks['tokenization_match']]}",
+                  f"greedy decoding equals transformers: {checks['greedy_prompts_matched']} prompts "
+                  f"({checks['greedy_prefix_agreement']:.1%} of tokens before the first divergence); "
+                  "prompt logits max |diff| "
+                  f"{checks['prompt_logits_max_abs_diff']:.3g}",
+                  f"perplexity: transformers {checks['perplexity_transformers']:.4f}, GGUF "
+                  f"{checks['perplexity_gguf']:.4f} (drift {checks['perplexity_drift']:+.4%})",
+                  f"file type {checks['file_type']}; tensors {checks['tensor_types']}"]
+    if "ollama_template_check" in checks:
+        lines.append(f"Ollama template renders like the model's: {checks['ollama_template_check']}")
+    if checks.get("checks_failed"):
+        lines.append(f"FAILED (registered with --allow-mismatch): {', '.join(checks['checks_failed'])}")
+    return lines
+
+
+def _field_help(name: str) -> str:
+    return next(f.metadata["help"] for f in dataclasses.fields(ExportConfig) if f.name == name)
+
+
+def export_command(
+    model: Annotated[str, typer.Argument(help=_field_help("model"), show_default=False)],
+    to: Annotated[str, typer.Option("--to", help=_field_help("to"), show_default=False)],
+    quant: Annotated[str, typer.Option(help=_field_help("quant"))] = "f16",
+    name: Annotated[str | None, typer.Option(help=_field_help("name"))] = None,
+    converter: Annotated[str | None, typer.Option(help=_field_help("converter"))] = None,
+    template: Annotated[str | None, typer.Option(help=_field_help("template"))] = None,
+    tolerance: Annotated[float | None, typer.Option(help=_field_help("tolerance"))] = None,
+    greedy_tokens: Annotated[int, typer.Option(help=_field_help("greedy_tokens"))] = 16,
+    perplexity_text: Annotated[str | None, typer.Option(help=_field_help("perplexity_text"))] = None,
+    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help=_field_help("allow_mismatch"))] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Export a model or adapter: merged safetensors, a GGUF file for llama.cpp, or an Ollama model. Checks run
+    inside the export (merge logit difference, greedy equality, perplexity drift) and are registered with it."""
+    cfg = ExportConfig(model=model, to=to, quant=quant, name=name, converter=converter,  # type: ignore[arg-type]
+                       template=template, tolerance=tolerance, greedy_tokens=greedy_tokens,
+                       perplexity_text=perplexity_text, allow_mismatch=allow_mismatch)
+    with contextlib.redirect_stdout(sys.stderr):  # library chatter; stdout is for the result
+        result = run_export(cfg)
+    summary = result.summary()
+    if json_output:
+        print_json(summary)
+        return
+    console = Console(soft_wrap=True)
+    console.print(f"{result.artifact.kind}: [bold]{result.artifact.id}[/] ({result.artifact.name})")
+    if result.merged and result.merged.id != result.artifact.id:
+        console.print(f"merged model: [bold]{result.merged.id}[/]")
+    console.print(f"path: {summary['file']}", markup=False, highlight=False)
+    for line in describe_checks(summary["checks"]):
+        console.print(line, markup=False, highlight=False)
+    if "ollama_create" in summary:
+        console.print(f"create it: {summary['ollama_create']}", markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``kaiyuan export`` to the ``kaiyuan`` app."""
+    app.command("export")(export_command)
