@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -9,7 +10,12 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from kaiyuan.serve.engines.base import ContextLengthError, Generation, SamplingParams  # noqa: E402
+from kaiyuan.serve.engines.base import (  # noqa: E402
+    ContextLengthError,
+    Generation,
+    SamplingParams,
+    UnsupportedRequestError,
+)
 from kaiyuan.serve.engines.llamacpp_engine import LlamaCppEngine  # noqa: E402
 
 CONTEXT = 512
@@ -126,7 +132,7 @@ def test_concurrent_streams_are_batched(engine, greedy):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=30)
+        thread.join(timeout=120)  # generous: on a busy machine llama.cpp's thread pool slows down a lot
     # Each stream got its own continuation. Not necessarily bit-identical to decoding it alone: a decode token
     # that shares a llama_decode batch with another request's prompt chunk goes through other CPU matmul
     # kernels, and a near-tie between two tokens can then flip (seen ~1 in 40 streams). So: every stream
@@ -214,6 +220,158 @@ def test_newer_sampling_options(engine):
         params = SamplingParams(max_tokens=8, temperature=5.0, top_k=1, seed=3)
         assert engine.generate(chat(PROMPTS[0]), params).text == engine.generate(
             chat(PROMPTS[0]), SamplingParams(max_tokens=8, temperature=0)).text  # top_k=1 is greedy
-    if "json_schema" in fields:
-        with pytest.raises(ValueError, match="json_schema"):
-            engine.generate(chat("Hi"), SamplingParams(max_tokens=4, json_schema={}))
+
+
+# --- logprobs, JSON grammars and tools ------------------------------------------------------------------------------
+
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+          "required": ["name", "age"]}
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def assert_person(text: str) -> None:
+    value = json.loads(text)
+    assert isinstance(value, dict) and set(value) == {"name", "age"}, text
+    assert isinstance(value["name"], str) and isinstance(value["age"], int) and not isinstance(value["age"], bool)
+
+
+def assert_logprobs_consistent(result: Generation, top: int) -> None:
+    """Greedy: every token's logprob is the best of its alternatives; the tokens' bytes make up the text."""
+    assert result.logprobs is not None
+    assert len(result.logprobs) == result.completion_tokens - (result.finish_reason == "stop")  # EOS: no entry
+    for entry in result.logprobs:
+        values = [t.logprob for t in entry.top_logprobs]
+        assert len(values) == top and values == sorted(values, reverse=True)
+        assert entry.logprob == values[0] == max(values) <= 0
+        assert entry.token == entry.top_logprobs[0].token and entry.bytes == entry.top_logprobs[0].bytes
+    assert bytes(b for e in result.logprobs for b in e.bytes).decode("utf-8") == result.text
+    assert "".join(e.token for e in result.logprobs) == result.text
+
+
+def test_logprobs_are_the_raw_distribution(engine, gguf, greedy):
+    import numpy as np
+    from llama_cpp import Llama
+
+    messages, params = chat(PROMPTS[4]), SamplingParams(max_tokens=8, temperature=0, logprobs=True, top_logprobs=3)
+    result = engine.generate(messages, params)
+    assert result.text == greedy[PROMPTS[4]].text[: len(result.text)] and result.text
+    assert_logprobs_consistent(result, 3)
+    assert greedy[PROMPTS[4]].logprobs is None  # not asked for
+
+    # the reference: llama-cpp-python's own Llama over the same tokens, the prompt in one batch and then one token
+    # per eval as the engine decodes (a single eval of prompt + output goes through other matmul kernels and moves
+    # logits by up to ~1e-2)
+    llm = Llama(str(gguf), n_ctx=CONTEXT, logits_all=True, verbose=False)
+    llm.eval(engine.prompt_ids(messages, params))
+    for entry in result.logprobs:
+        row = llm.scores[llm.n_tokens - 1].astype(np.float64)
+        logprobs = row - (row.max() + np.log(np.exp(row - row.max()).sum()))
+        best = np.argsort(-logprobs, kind="stable")[:3]
+        assert llm.detokenize([int(best[0])]) == bytes(entry.bytes)
+        assert abs(logprobs[best[0]] - entry.logprob) < 1e-4
+        for token_id, alternative in zip(best, entry.top_logprobs, strict=True):
+            assert llm.detokenize([int(token_id)]) == bytes(alternative.bytes)
+            assert abs(logprobs[token_id] - alternative.logprob) < 1e-4
+        llm.eval([int(best[0])])
+
+    # streamed: each event carries the entries of the tokens whose text it holds
+    events = list(engine.stream(messages, params))
+    assert [e.logprob for ev in events for e in ev.logprobs or []] == [e.logprob for e in result.logprobs]
+    assert all("".join(e.token for e in ev.logprobs or []) == ev.text for ev in events)
+    assert events[-1].finish is not None and events[-1].finish.logprobs == []
+
+
+def test_json_schema_and_json_object_grammars(engine):
+    result = engine.generate(chat("Describe a person as JSON."),
+                             SamplingParams(max_tokens=64, temperature=0.8, seed=1, json_schema=PERSON))
+    assert result.finish_reason == "stop"  # the grammar let the end of turn through once the JSON was complete
+    assert_person(result.text)
+    anything = engine.generate(chat('Give the capital of France as JSON like {"capital": "..."}.'),
+                               SamplingParams(max_tokens=64, temperature=0, json_schema={"type": "object"}))
+    assert anything.finish_reason == "stop" and isinstance(json.loads(anything.text), dict), anything.text
+    with pytest.raises(UnsupportedRequestError, match="grammar"):
+        engine.generate(chat("Hi"), SamplingParams(max_tokens=4, json_schema={"type": "no-such-type"}))
+    events = engine.stream(chat("Describe a person as JSON."), SamplingParams(max_tokens=64, json_schema=PERSON))
+    assert next(events).finish is None
+    events.close()  # an abandoned constrained request releases its sequence (and grammar)
+    wait_idle(engine)
+
+
+def test_tools_are_rendered_as_the_transformers_engine_does(engine):
+    prompt = engine.prompt_text(chat("What is the weather in Paris?"), [WEATHER])
+    assert "<tools>" in prompt and '"name":"get_weather"' in prompt and "<tool_call>" in prompt  # Hermes style
+    assert prompt.index("<tools>") < prompt.index("What is the weather")
+    history = [*chat("What is the weather in Paris?"),
+               {"role": "assistant", "content": None, "tool_calls": [
+                   {"id": "call_1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+               {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"}]
+    prompt = engine.prompt_text(history, [WEATHER])
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>' in prompt
+    assert "<tool_response>\nsunny, 21 C\n</tool_response>" in prompt
+    assert engine.prompt_text(chat("Hi")) == engine.prompt_text(chat("Hi"), None)
+
+
+def test_openai_api_tools_logprobs_and_response_format(engine):
+    import openai
+
+    from kaiyuan.serve.app import create_app
+    from kaiyuan.serve.server import BackgroundServer
+
+    with BackgroundServer(create_app({"smol": engine})) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
+        # a named tool_choice: the app asks for the call's JSON schema, which the grammar enforces
+        forced = client.chat.completions.create(
+            model="smol", messages=chat("What is the weather in Paris?"), tools=[WEATHER], max_tokens=48,
+            temperature=0, tool_choice={"type": "function", "function": {"name": "get_weather"}})
+        choice = forced.choices[0]
+        assert choice.finish_reason == "tool_calls" and choice.message.content is None
+        (call,) = choice.message.tool_calls
+        assert call.function.name == "get_weather" and isinstance(json.loads(call.function.arguments)["city"], str)
+
+        scored = client.chat.completions.create(model="smol", messages=chat(PROMPTS[5]), max_tokens=6,
+                                                temperature=0, logprobs=True, top_logprobs=2)
+        content = scored.choices[0].logprobs.content
+        assert "".join(t.token for t in content) == scored.choices[0].message.content
+        assert all(len(t.top_logprobs) == 2 and t.logprob == t.top_logprobs[0].logprob for t in content)
+
+        shaped = client.chat.completions.create(
+            model="smol", messages=chat("Describe a person as JSON."), max_tokens=64, temperature=0.8, seed=1,
+            response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}})
+        assert_person(shaped.choices[0].message.content)
+
+
+def test_constrained_and_logprob_requests_batch_with_plain_ones(engine, greedy):
+    """One JSON-schema request, one with logprobs and one plain greedy one, decoded in the same batches: each gets
+    what it asked for, and the plain one what it gets alone."""
+    wait_idle(engine)
+    requests = {
+        "json": (chat("Describe a person as JSON."),
+                 SamplingParams(max_tokens=64, temperature=0.8, seed=1, json_schema=PERSON)),
+        "logprobs": (chat(PROMPTS[4]), SamplingParams(max_tokens=8, temperature=0, logprobs=True, top_logprobs=2)),
+        "plain": (chat(PROMPTS[5]), SamplingParams(max_tokens=16, temperature=0)),
+    }
+    results: dict[str, Generation] = {}
+    start = threading.Barrier(len(requests))
+    calls, tokens = engine.stats.decode_calls, engine.stats.tokens_generated
+
+    def run(name: str) -> None:
+        start.wait()
+        results[name] = engine.generate(*requests[name])
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert set(results) == set(requests)
+    assert results["plain"] == greedy[PROMPTS[5]]
+    assert_person(results["json"].text)
+    assert_logprobs_consistent(results["logprobs"], 2)
+    assert results["logprobs"].text == greedy[PROMPTS[4]].text[: len(results["logprobs"].text)]
+    assert results["json"].logprobs is None and results["plain"].logprobs is None
+    # fewer llama_decode calls than tokens: sequences shared them
+    assert engine.stats.decode_calls - calls < engine.stats.tokens_generated - tokens
+    wait_idle(engine)

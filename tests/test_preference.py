@@ -81,3 +81,45 @@ def test_dpo_with_an_sft_term_adds_the_chosen_nll(tiny, pairs):
     first = [json.loads((r.artifact.path / "metrics.jsonl").read_text().splitlines()[0])["loss"] for r in (plain, rpo)]
     assert first[0] == pytest.approx(0.693147, abs=1e-4)
     assert first[1] > first[0] + 1.0  # + the chosen replies' NLL under a random model (several nats)
+
+
+def test_near_misses_are_the_models_least_sure_answer_tokens(tiny):
+    import torch
+
+    from kaiyuan.data.near_misses import NearMissConfig, find_near_misses, run_near_misses
+    from kaiyuan.data.templates import prompt_text
+    from kaiyuan.models import load_model
+    from kaiyuan.train.common import dataset_records
+
+    rows, _ = generate_dates(10, 0, seed=5)
+    conversations = register_dataset(rows, "date-conversations", "CC0-1.0", "test")
+    dataset, kept = run_near_misses(NearMissConfig(model="tiny-llama", data=conversations.id, n_pairs=4,
+                                                   batch_size=3))
+    assert len(kept) == 4 and [m.margin for m in kept] == sorted(m.margin for m in kept)
+    assert dataset.manifest["metrics"]["candidates"] == 10 and dataset.license == "CC0-1.0"
+    assert sorted(Registry().parents(dataset.id)) == sorted([(tiny.id, "generator"), (conversations.id, "dataset")])
+    records = dataset_records(dataset)
+    assert [r.to_dict() for r in records] == [m.row for m in kept]
+
+    # each slip is the best other token at the least sure position, as one unpadded forward pass finds it
+    loaded = load_model(tiny)
+    by_prompt = {row["messages"][0]["content"]: row["messages"][1]["content"] for row in rows}
+    for miss in kept:
+        answer = by_prompt[miss.row["prompt"][0]["content"]]
+        assert miss.row["chosen"][0]["content"] == answer
+        prompt_ids = loaded.tokenizer(prompt_text(loaded.tokenizer, miss.row["prompt"]),
+                                      add_special_tokens=False)["input_ids"]
+        answer_ids = loaded.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logits = loaded.model(torch.tensor([prompt_ids + answer_ids])).logits[0].float()
+        probs = logits[len(prompt_ids) - 1:len(prompt_ids) - 1 + len(answer_ids)].softmax(-1)
+        step = probs[miss.position].clone()
+        reference = float(step[answer_ids[miss.position]])
+        step[answer_ids[miss.position]] = -1
+        assert miss.margin == pytest.approx(reference - float(step.max()), abs=1e-5)
+        slipped = answer_ids[:miss.position] + [int(step.argmax())] + answer_ids[miss.position + 1:]
+        assert miss.row["rejected"][0]["content"] == loaded.tokenizer.decode(slipped, skip_special_tokens=True)
+    # batching does not change what is found
+    again = find_near_misses(loaded.model, loaded.tokenizer, [(r["messages"][:1], r["messages"][1]["content"])
+                                                             for r in rows], batch_size=1)
+    assert [m.row for m in again[:4]] == [m.row for m in kept]

@@ -3,7 +3,8 @@ import openai
 import pytest
 
 from kaiyuan.serve.app import create_app, hash_api_key
-from kaiyuan.serve.engines.transformers_engine import StopTrimmer, TransformersEngine
+from kaiyuan.serve.engines.chat_messages import StopTrimmer
+from kaiyuan.serve.engines.transformers_engine import TransformersEngine
 from kaiyuan.serve.server import BackgroundServer
 
 MESSAGES = [{"role": "user", "content": "Convert March 3, 1999"}]

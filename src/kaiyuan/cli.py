@@ -69,6 +69,7 @@ def _run_demo(cfg: Any, json_output: bool) -> None:
 
 
 def _register_stage_commands() -> None:
+    from kaiyuan.data.near_misses import NearMissConfig
     from kaiyuan.data.synthetic import SyntheticConfig
     from kaiyuan.demo import DemoConfig
     from kaiyuan.train.stages import TRAINING_STAGES
@@ -81,6 +82,10 @@ def _register_stage_commands() -> None:
                             help=stage.help)
     command_from_config(data_app, "synthetic", SyntheticConfig, _run_synthetic,
                         help="Generate and register a synthetic task's train / held-out (/ preference) splits.")
+    command_from_config(data_app, "near-misses", NearMissConfig, _run_near_misses,
+                        help="Preference pairs from a model's own near misses: at the answer token where it is "
+                             "least sure, its best other token is the rejected answer (on-policy hard negatives "
+                             "for DPO).")
 
 
 def _training_command(run: Any, stage: str) -> Any:
@@ -119,6 +124,23 @@ def _run_synthetic(cfg: Any, json_output: bool) -> None:
     for name, artifact in produced.items():
         records = artifact.manifest["metrics"]["records"]
         console.print(f"{name}: [bold]{artifact.id}[/] ({artifact.name}, {records} records)")
+
+
+def _run_near_misses(cfg: Any, json_output: bool) -> None:
+    from kaiyuan.data.near_misses import run_near_misses
+
+    with library_chatter_to_stderr():
+        dataset, kept = run_near_misses(cfg)
+    metrics = dataset.manifest["metrics"]
+    if json_output:
+        print_json({**dataset.summary(), "pairs": len(kept), "candidates": metrics["candidates"],
+                    "margins": [round(m.margin, 6) for m in kept]})
+        return
+    console.print(f"near-miss pairs: [bold]{dataset.id}[/] ({len(kept)} of {metrics['candidates']} conversations; "
+                  f"largest margin kept {metrics['largest_margin_kept']})")
+    for miss in kept[:5]:
+        console.print(f"  {miss.row['chosen'][0]['content']!r} vs {miss.row['rejected'][0]['content']!r} "
+                      f"(margin {miss.margin:.3f})", markup=False)
 
 
 @app.command("run")

@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from kaiyuan.data.near_misses import NearMissConfig, run_near_misses
 from kaiyuan.data.synthetic import SyntheticConfig, run_synthetic
 from kaiyuan.evaluate.generation import ExactMatchConfig, run_exact_match
 from kaiyuan.home import kaiyuan_home
@@ -32,7 +33,8 @@ DEMO_STREAM_PROMPT = "Rewrite the date below as YYYY-MM-DD. Answer with the date
 class DemoConfig:
     model: str = field(default=SMOLLM2, metadata={"help": "Base model to fine-tune."})
     task: str = field(default="dates", metadata={"help": "Synthetic task (dates)."})
-    n_train: int = field(default=400, metadata={"help": "Training examples generated."})
+    n_train: int = field(default=160, metadata={"help": "Training examples generated (160 = 20 steps of 8: a short "
+                                                        "SFT that leaves the alignment step room to show)."})
     n_heldout: int = field(default=250, metadata={"help": "Held-out examples generated."})
     seed: int = field(default=0, metadata={"help": "Seed for data, training and sampling."})
     epochs: float = field(default=1.0, metadata={"help": "Training epochs."})
@@ -41,14 +43,17 @@ class DemoConfig:
     batch_size: int = field(default=8, metadata={"help": "Training batch size."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     max_new_tokens: int = field(default=16, metadata={"help": "Answer length cap in evaluation."})
-    checkpoint_steps: int = field(default=25, metadata={
+    checkpoint_steps: int = field(default=10, metadata={
         "help": "Keep the adapter every N steps (intermediate parameters, for open-science release)."})
     dpo: bool = field(default=True, metadata={"help": "Align the tuned model with DPO on preference pairs."})
-    n_pairs: int = field(default=128, metadata={"help": "Preference pairs (chosen = the date, rejected = a near "
-                                                        "miss: swapped day/month, garbled day)."})
+    n_pairs: int = field(default=128, metadata={"help": "Preference pairs for DPO: the tuned model's nearest misses "
+                                                        "(chosen = the date, rejected = its most likely slip)."})
+    n_candidates: int = field(default=512, metadata={"help": "New conversations the tuned model is scored on to "
+                                                             "find its near misses."})
     dpo_learning_rate: float = field(default=1e-4, metadata={"help": "DPO learning rate (LoRA)."})
     dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta."})
-    dpo_sft_weight: float = field(default=1.0, metadata={"help": "Weight of the chosen answers' NLL (RPO)."})
+    dpo_sft_weight: float = field(default=0.0, metadata={"help": "Weight of the chosen answers' NLL (RPO; 0: plain "
+                                                               "DPO)."})
     serve: bool = field(default=False, metadata={"help": "Keep the server up after the demo requests."})
     host: str = field(default="127.0.0.1", metadata={"help": "Server host."})
     port: int = field(default=0, metadata={"help": "Server port (0: any free port)."})
@@ -70,10 +75,11 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
 
     step(2, f"synthetic data: {cfg.task}")
     data = run_synthetic(SyntheticConfig(task=cfg.task, n_train=cfg.n_train, n_heldout=cfg.n_heldout, seed=cfg.seed,
-                                         n_pairs=cfg.n_pairs if cfg.dpo else 0, pairs_style="near-miss"))
+                                         n_pairs=cfg.n_candidates if cfg.dpo else 0, pairs_style="near-miss"))
     train, heldout = data["train"], data["heldout"]
     console.print(f"train: [bold]{train.id}[/] ({cfg.n_train}), held-out: [bold]{heldout.id}[/] ({cfg.n_heldout})"
-                  + (f", preference pairs: [bold]{data['pairs'].id}[/] ({cfg.n_pairs})" if cfg.dpo else ""))
+                  + (f", candidates for preference pairs: [bold]{data['pairs'].id}[/] ({cfg.n_candidates})"
+                     if cfg.dpo else ""))
 
     step(3, "evaluate the base model on the held-out split")
     before = run_exact_match(ExactMatchConfig(model=base.id, data=heldout.id, max_new_tokens=cfg.max_new_tokens),
@@ -96,8 +102,13 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     final = sft.merged
     dpo = None
     if cfg.dpo:
-        step(6, "DPO on preference pairs (TRL DPOTrainer, + chosen NLL), LoRA, merged")
-        dpo = run_dpo(DPOConfig(model=sft.merged.id, data=data["pairs"].id, name=f"{base.name}-{cfg.task}-dpo",
+        step(6, "DPO on the tuned model's near misses (TRL DPOTrainer), LoRA, merged")
+        pairs, misses = run_near_misses(NearMissConfig(model=sft.merged.id, data=data["pairs"].id,
+                                                       n_pairs=cfg.n_pairs, name=f"{cfg.task}-near-misses"), registry)
+        console.print(f"near-miss pairs: [bold]{pairs.id}[/] ({len(misses)} of {cfg.n_candidates}), e.g. "
+                      + ", ".join(f"{m.row['chosen'][0]['content']} ≻ {m.row['rejected'][0]['content']}"
+                                  for m in misses[:3]), markup=False)
+        dpo = run_dpo(DPOConfig(model=sft.merged.id, data=pairs.id, name=f"{base.name}-{cfg.task}-dpo",
                                 learning_rate=cfg.dpo_learning_rate, beta=cfg.dpo_beta, sft_weight=cfg.dpo_sft_weight,
                                 batch_size=cfg.batch_size, lora_r=cfg.lora_r, lora_alpha=2 * cfg.lora_r,
                                 merge=True, seed=cfg.seed, checkpoint_steps=cfg.checkpoint_steps), registry)
@@ -131,7 +142,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
         "loss_curve_png": str(sft.loss_curve_png) if sft.loss_curve_png else None,
         "dpo_exact_match": rows[2][2].exact_match if dpo else None,
         "dpo_model_id": dpo.merged.id if dpo and dpo.merged else None,
-        "dpo_adapter_id": dpo.artifact.id if dpo else None, "pairs_dataset_id": data["pairs"].id if dpo else None,
+        "dpo_adapter_id": dpo.artifact.id if dpo else None, "pairs_dataset_id": pairs.id if dpo else None,
         "served_model_id": final.id, **openness,
     }
     summary_path = kaiyuan_home() / "demo" / "summary.json"

@@ -65,6 +65,13 @@ def _synthetic(cfg: Any) -> dict[str, str]:
     return {name: artifact.id for name, artifact in run_synthetic(cfg).items()}
 
 
+def _near_misses(cfg: Any) -> dict[str, Any]:
+    from kaiyuan.data.near_misses import run_near_misses
+
+    dataset, kept = run_near_misses(cfg)
+    return {"pairs": dataset.id, "metrics": {"pairs": len(kept)}}
+
+
 def _export(cfg: Any) -> dict[str, Any]:
     from kaiyuan.export.export_cli import run_export
 
@@ -74,6 +81,7 @@ def _export(cfg: Any) -> dict[str, Any]:
 
 
 def stages() -> dict[str, StageSpec]:
+    from kaiyuan.data.near_misses import NearMissConfig
     from kaiyuan.data.synthetic import SyntheticConfig
     from kaiyuan.evaluate.generation import ExactMatchConfig
     from kaiyuan.export.export_cli import ExportConfig
@@ -81,6 +89,7 @@ def stages() -> dict[str, StageSpec]:
 
     return {
         "synthetic": StageSpec(SyntheticConfig, _synthetic, ("train", "heldout", "pairs")),
+        "near_misses": StageSpec(NearMissConfig, _near_misses, ("pairs",)),
         **{stage.name: StageSpec(stage.config_class(), _trained(stage), stage.outputs) for stage in TRAINING_STAGES},
         "eval": StageSpec(ExactMatchConfig, _eval, ("artifact",)),
         "export": StageSpec(ExportConfig, _export, ("artifact", "merged")),

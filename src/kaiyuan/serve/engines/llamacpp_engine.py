@@ -8,6 +8,12 @@ Generator seeded from the request's seed) and its text goes out through that req
 ``n_parallel`` sequences run at once (each with its own ``n_ctx``-token slice of the KV cache); the others
 wait in the queue. A finished or abandoned sequence's KV cells are dropped with ``llama_memory_seq_rm`` and
 its sequence id is reused.
+
+Per request, as the transformers engine does them: log-probabilities (``log_softmax`` of the raw logits row, taken
+before the JSON grammar and before temperature / top-k / top-p), JSON-constrained decoding (``json_schema``, through
+a llama.cpp grammar sampler of the request's own, which masks the logits row before sampling; end of generation is
+allowed only once the JSON is complete) and tools (rendered through the chat template, or described in a Hermes-style
+system message when the template does not know ``tools``). The other sequences in the batch are not affected.
 """
 
 from __future__ import annotations
@@ -15,22 +21,27 @@ from __future__ import annotations
 import codecs
 import ctypes
 import dataclasses
+import json
 import os
 import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kaiyuan.serve.engines import base as _base
-from kaiyuan.serve.engines.base import ContextLengthError, Generation, SamplingParams, StreamEvent
-from kaiyuan.serve.engines.transformers_engine import StopTrimmer
-
-# newer interface additions, read defensively so the engine also works with the original base module
-_Unsupported: type[ValueError] = getattr(_base, "UnsupportedRequestError", ValueError)
+from kaiyuan.serve.engines.base import (
+    ContextLengthError,
+    Generation,
+    SamplingParams,
+    StreamEvent,
+    TokenLogprob,
+    UnsupportedRequestError,
+)
+from kaiyuan.serve.engines.chat_messages import LogprobAligner, StopTrimmer, describe_tools, template_message
 
 
 @dataclass
@@ -57,6 +68,9 @@ class _Request:
     completion_tokens: int = 0
     decoder: Any = None
     trimmer: StopTrimmer | None = None
+    grammar: _Grammar | None = None  # the JSON constraint
+    aligner: LogprobAligner = field(default_factory=LogprobAligner)  # logprob entries not yet sent
+    emitted: int = 0  # characters of text sent
 
     @property
     def position(self) -> int:  # position of ``pending`` in the sequence
@@ -85,6 +99,35 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
     return min(index, len(probs) - 1)
 
 
+@lru_cache(maxsize=64)
+def _grammar_text(schema_json: str) -> str:
+    """The GBNF grammar for a JSON schema: llama.cpp's JSON grammar for any object (``json_object``), else the schema
+    converted by llama-cpp-python (which, as llama.cpp's, allows at most one space between tokens)."""
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+    if json.loads(schema_json) == {"type": "object"}:
+        return JSON_GBNF
+    try:
+        return json_schema_to_gbnf(schema_json)
+    except Exception as exc:  # the converter raises whatever it meets (ValueError, KeyError, NotImplementedError)
+        raise UnsupportedRequestError(f"the JSON schema cannot be turned into a grammar: {exc!r}") from exc
+
+
+class _Grammar:
+    """A request's llama.cpp grammar sampler (``llama_sampler_init_grammar``), freed along with the request."""
+
+    def __init__(self, llama: Any, vocab: Any, text: str) -> None:
+        self._free = llama.llama_sampler_free
+        self.sampler = llama.llama_sampler_init_grammar(vocab, text.encode("utf-8"), b"root")
+        if not self.sampler:  # NULL: llama.cpp could not parse it
+            raise UnsupportedRequestError("llama.cpp rejected the grammar of the JSON schema")
+
+    def __del__(self) -> None:
+        if getattr(self, "sampler", None):
+            self._free(self.sampler)
+            self.sampler = None
+
+
 class LlamaCppEngine:
     def __init__(self, model: Any, model_id: str, chat_template: str | None = None, n_ctx: int = 2048,
                  n_parallel: int = 4, n_batch: int = 512, n_threads: int | None = None,
@@ -104,12 +147,20 @@ class LlamaCppEngine:
         template = chat_template or self.metadata.get("tokenizer.chat_template")
         if not template:
             raise ValueError(f"{model_id}: the GGUF file has no tokenizer.chat_template; pass chat_template")
+        self.chat_template = template
         self.bos_id, self.eos_id = model.token_bos(), model.token_eos()
         bos_text = model.token_get_text(self.bos_id) if self.bos_id >= 0 else ""
         eos_text = model.token_get_text(self.eos_id) if self.eos_id >= 0 else ""
         self.formatter = Jinja2ChatFormatter(template, eos_token=eos_text, bos_token=bos_text,
                                              add_generation_prompt=True)
         self.n_vocab = model.n_vocab()
+        vocab = model.vocab
+        self._eog = np.array([bool(llama_cpp.llama_vocab_is_eog(vocab, i)) for i in range(self.n_vocab)])
+        # control tokens (<|im_start|> …) add no text; the grammar sampler would read their names as text
+        self._special = self._eog | np.array([bool(llama_cpp.llama_vocab_is_control(vocab, i))
+                                              for i in range(self.n_vocab)])
+        self._control = self._special & ~self._eog
+        self._token_entries: dict[int, tuple[str, list[int]]] = {}
 
         cores = os.cpu_count() or 1
         # as llama-cpp-python's Llama(): half the cores for one-token decode steps (the server's own Python threads
@@ -132,6 +183,9 @@ class LlamaCppEngine:
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.context_length = min(n_ctx, int(llama_cpp.llama_n_ctx_seq(self.ctx)))
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        # candidate arrays for the grammar samplers (the scheduler thread's): the whole vocabulary, and one token
+        self._candidates = _internals.LlamaTokenDataArray(n_vocab=self.n_vocab)
+        self._single = _internals.LlamaTokenDataArray(n_vocab=1)
 
         self.stats = SchedulerStats()
         self._queue: queue.Queue[_Request | None] = queue.Queue()
@@ -160,11 +214,25 @@ class LlamaCppEngine:
 
     # -- the Engine interface ------------------------------------------------------------------------------
 
-    def prompt_text(self, messages: list[dict[str, Any]]) -> str:
-        return self.formatter(messages=messages).prompt
+    def prompt_text(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        """The chat prompt, as the transformers engine renders it: tools go through the template when it knows
+        ``tools``; otherwise they are described in the system message (Hermes style), and tool calls and results in
+        the history become text."""
+        import jinja2
+
+        template = self.chat_template
+        messages = [template_message(m, template) for m in messages]
+        try:
+            if tools and "tools" in template:
+                return self.formatter(messages=messages, tools=tools).prompt
+            if tools:
+                messages = describe_tools(messages, tools)
+            return self.formatter(messages=messages).prompt
+        except (jinja2.TemplateError, ValueError) as exc:  # ValueError: the template's raise_exception
+            raise UnsupportedRequestError(f"the chat template rejected the messages: {exc}") from exc
 
     def prompt_ids(self, messages: list[dict[str, Any]], params: SamplingParams) -> list[int]:
-        return self._check(self._tokenize(self.prompt_text(messages)), params)
+        return self._check(self._tokenize(self.prompt_text(messages, params.tools)), params)
 
     def _tokenize(self, text: str) -> list[int]:
         ids = self.model.tokenize(text.encode("utf-8"), False, True)
@@ -173,15 +241,10 @@ class LlamaCppEngine:
         return ids
 
     def _check(self, ids: list[int], params: SamplingParams) -> list[int]:
-        for option in ("json_schema", "tools"):
-            if getattr(params, option, None) is not None:
-                raise _Unsupported(f"the llama.cpp engine does not support {option} yet")
-        if getattr(params, "logprobs", False):
-            raise _Unsupported("the llama.cpp engine does not support logprobs yet")
         if not ids:
             raise ValueError("the prompt is empty")
         room = self.context_length - len(ids)
-        if getattr(params, "fit_context", False) and 0 < room < params.max_tokens:
+        if params.fit_context and 0 < room < params.max_tokens:
             params = dataclasses.replace(params, max_tokens=room)
         if len(ids) + params.max_tokens > self.context_length:
             raise ContextLengthError(
@@ -212,12 +275,15 @@ class LlamaCppEngine:
 
     def _run(self, prompt_ids: Any, params: SamplingParams) -> Iterator[StreamEvent]:
         ids = prompt_ids()
-        if getattr(params, "fit_context", False):
+        if params.fit_context:
             params = dataclasses.replace(params, max_tokens=min(params.max_tokens, self.context_length - len(ids)))
+        grammar = None
+        if params.json_schema is not None:  # a bad schema fails here, on the first next()
+            grammar = _Grammar(self._llama, self.model.vocab, _grammar_text(json.dumps(params.json_schema)))
         if params.max_tokens <= 0:
-            yield StreamEvent("", Generation("", "length", len(ids), 0))
+            yield StreamEvent("", Generation("", "length", len(ids), 0, logprobs=[] if params.logprobs else None))
             return
-        request = _Request(ids, params, np.random.default_rng(params.seed))
+        request = _Request(ids, params, np.random.default_rng(params.seed), grammar=grammar)
         with self._submit:
             if self._closed.is_set():
                 raise RuntimeError(f"engine {self.model_id} is closed")
@@ -294,6 +360,7 @@ class LlamaCppEngine:
             self.stats.max_running = max(self.stats.max_running, len(self._running))
 
     def _release(self, request: _Request) -> None:
+        request.grammar = None  # its sampler is freed (the caller's thread may still hold the request)
         self._llama.llama_memory_seq_rm(self.memory, request.seq_id, -1, -1)
         self._free_seqs.append(request.seq_id)
         self._running.remove(request)
@@ -340,18 +407,84 @@ class LlamaCppEngine:
         for request, index in outputs:
             pointer = llama.llama_get_logits_ith(self.ctx, index)
             logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
-            self._advance(request, sample_token(logits, request.params, request.rng))
+            token, entry = self._choose(request, logits)
+            self._advance(request, token, entry)
 
-    def _advance(self, request: _Request, token: int) -> None:
+    def _choose(self, request: _Request, logits: np.ndarray) -> tuple[int, TokenLogprob | None]:
+        """The next token (sampled within the request's grammar, if any) and, when asked for, its logprob entry."""
+        params = request.params
+        if request.grammar is None:
+            token = sample_token(logits, params, request.rng)
+        else:
+            token = self._constrained(request.grammar, logits, params, request.rng)
+            if not self._eog[token]:
+                self._llama.llama_sampler_accept(request.grammar.sampler, token)
+        entry = None
+        if params.logprobs and not self._special[token]:  # end-of-turn and control tokens get no entry
+            entry = self._logprob_entry(logits, token, params.top_logprobs)
+        return token, entry
+
+    def _constrained(self, grammar: _Grammar, logits: np.ndarray, params: SamplingParams,
+                     rng: np.random.Generator) -> int:
+        """``sample_token`` over the tokens the grammar allows next (only end-of-turn ones once the JSON is done)."""
+        llama = self._llama
+        if params.temperature <= 0:  # greedy: the best token, if the grammar takes it (as llama.cpp's common does)
+            best = int(np.argmax(logits))
+            if not self._special[best] or self._eog[best]:
+                single = self._single
+                single.copy_logits(logits[best: best + 1])
+                single.candidates_data.id[0] = best
+                llama.llama_sampler_apply(grammar.sampler, ctypes.byref(single.candidates))
+                if np.isfinite(single.candidates_data.logit[0]):
+                    return best
+        candidates = self._candidates
+        candidates.copy_logits(logits)
+        candidates.candidates_data.logit[self._control] = -np.inf
+        llama.llama_sampler_apply(grammar.sampler, ctypes.byref(candidates.candidates))
+        size = candidates.candidates.size
+        masked = np.full(self.n_vocab, -np.inf, dtype=np.float32)
+        masked[candidates.candidates_data.id[:size]] = candidates.candidates_data.logit[:size]
+        if not np.isfinite(masked).any():  # the grammar allows nothing (cannot happen with a sound grammar): end
+            return self.eos_id if self.eos_id >= 0 else int(np.flatnonzero(self._eog)[0])
+        token = sample_token(masked, params, rng)
+        # never hand the grammar a token it rejects (llama.cpp aborts the process): a rounding slip takes the best
+        return token if np.isfinite(masked[token]) else int(np.argmax(masked))
+
+    def _logprob_entry(self, logits: np.ndarray, token: int, top: int) -> TokenLogprob:
+        """``token``'s log-probability under the raw logits row, and the ``top`` most likely tokens'."""
+        row = logits.astype(np.float64)
+        peak = row.max()
+        logprobs = row - (peak + np.log(np.exp(row - peak).sum()))
+        entry = self._token_logprob(token, float(logprobs[token]))
+        if top > 0:
+            top = min(top, self.n_vocab)
+            best = np.argpartition(-logprobs, top - 1)[:top]
+            best = best[np.lexsort((best, -logprobs[best]))]  # most likely first; ties by token id
+            entry.top_logprobs = [self._token_logprob(int(i), float(logprobs[i])) for i in best]
+        return entry
+
+    def _token_logprob(self, token: int, logprob: float) -> TokenLogprob:
+        """A token's entry: its text as it reads mid-sequence (control tokens: their name) and its bytes."""
+        known = self._token_entries.get(token)
+        if known is None:
+            piece = self._piece(token, special=True)
+            known = self._token_entries[token] = (piece.decode("utf-8", errors="replace"), list(piece))
+        return TokenLogprob(known[0], logprob, list(known[1]))
+
+    def _advance(self, request: _Request, token: int, entry: TokenLogprob | None = None) -> None:
         assert request.trimmer is not None
         request.completion_tokens += 1
         self.stats.tokens_generated += 1
-        if self._llama.llama_vocab_is_eog(self.model.vocab, token):
+        if self._eog[token]:
             return self._finish(request, "stop")
+        if entry is not None:
+            request.aligner.pending.append(entry)
         text = request.decoder.decode(self._piece(token))
         out = request.trimmer.feed(text) if text else ""
         if out:
-            request.out.put(StreamEvent(out))
+            request.emitted += len(out)
+            logprobs = request.aligner.take(request.emitted) if request.params.logprobs else None
+            request.out.put(StreamEvent(out, logprobs=logprobs))
         if request.trimmer.stopped:
             return self._finish(request, "stop")
         if request.completion_tokens >= request.params.max_tokens:
@@ -361,7 +494,15 @@ class LlamaCppEngine:
     def _finish(self, request: _Request, reason: str) -> None:
         assert request.trimmer is not None
         tail = request.trimmer.feed(request.decoder.decode(b"", final=True)) + request.trimmer.flush()
-        request.out.put(StreamEvent(tail, Generation("", reason, len(request.prompt_ids), request.completion_tokens)))
+        request.emitted += len(tail)
+        logprobs = None
+        if request.params.logprobs:  # the tokens whose text (or part of it) went out
+            logprobs = request.aligner.take(request.emitted, partial=True)
+            if not request.trimmer.stopped:  # text the decoder merged (partial characters) still gets its tokens
+                logprobs += request.aligner.pending
+        finish = Generation("", reason, len(request.prompt_ids), request.completion_tokens,
+                            logprobs=[] if request.params.logprobs else None)
+        request.out.put(StreamEvent(tail, finish, logprobs=logprobs))
         self._release(request)
 
     def _fail_all(self, exc: BaseException) -> None:
@@ -376,20 +517,23 @@ class LlamaCppEngine:
             if request is not None:
                 request.out.put(exc)
 
-    def _piece(self, token: int) -> bytes:
+    def _piece(self, token: int, special: bool = False) -> bytes:
         buffer = ctypes.create_string_buffer(64)
-        size = self._llama.llama_token_to_piece(self.model.vocab, token, buffer, len(buffer), 0, False)
+        size = self._llama.llama_token_to_piece(self.model.vocab, token, buffer, len(buffer), 0, special)
         if size < 0:
             buffer = ctypes.create_string_buffer(-size)
-            size = self._llama.llama_token_to_piece(self.model.vocab, token, buffer, len(buffer), 0, False)
+            size = self._llama.llama_token_to_piece(self.model.vocab, token, buffer, len(buffer), 0, special)
         return buffer.raw[:size]
 
 
 def _collect(events: Iterator[StreamEvent]) -> Generation:
-    text, finish = [], None
+    text, logprobs, finish = [], [], None
     for event in events:
         text.append(event.text)
+        logprobs.extend(event.logprobs or [])
         finish = event.finish or finish
     assert finish is not None
     finish.text = "".join(text)
+    if finish.logprobs is not None:
+        finish.logprobs = logprobs
     return finish

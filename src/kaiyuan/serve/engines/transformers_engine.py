@@ -16,7 +16,6 @@ they are the model's own distribution, as OpenAI reports them, whatever the samp
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,42 +32,16 @@ from kaiyuan.serve.engines.base import (
     TokenLogprob,
     UnsupportedRequestError,
 )
+from kaiyuan.serve.engines.chat_messages import (
+    LogprobAligner,
+    StopTrimmer,
+    describe_tools,
+    template_message,
+)
 from kaiyuan.serve.json_constraint import JsonLogitsProcessor, JsonTokenIndex, compiled_schema
 
 if TYPE_CHECKING:  # the scheduler module imports torch: loaded when an engine is made
     from kaiyuan.serve.engines.transformers_batching import BatchRequest, BatchScheduler, TokenLogprobs
-
-
-class StopTrimmer:
-    """Cut streamed text at the first stop string, holding back what might be the start of one."""
-
-    def __init__(self, stops: list[str]) -> None:
-        self.stops = stops
-        self.pending = ""
-        self.stopped = False
-
-    def feed(self, text: str) -> str:
-        if self.stopped:
-            return ""
-        self.pending += text
-        hits = [self.pending.find(s) for s in self.stops if s in self.pending]
-        if hits:
-            self.stopped = True
-            out, self.pending = self.pending[: min(hits)], ""
-            return out
-        hold = max((len(s) - 1 for s in self.stops), default=0)
-        keep = 0
-        for size in range(min(hold, len(self.pending)), 0, -1):
-            if any(s.startswith(self.pending[-size:]) for s in self.stops):
-                keep = size
-                break
-        out = self.pending[: len(self.pending) - keep]
-        self.pending = self.pending[len(self.pending) - keep:]
-        return out
-
-    def flush(self) -> str:
-        out, self.pending = ("" if self.stopped else self.pending), ""
-        return out
 
 
 @dataclass
@@ -147,31 +120,6 @@ class Vocabulary:
 
 # --- the engine ---------------------------------------------------------------------------------------------------
 
-TOOLS_SYSTEM_PROMPT = (  # for templates that do not render tools themselves: the Hermes convention, briefly
-    "You may call these functions:\n<tools>\n{tools}\n</tools>\n"
-    'To call one, reply with <tool_call>{{"name": <function-name>, "arguments": <args-json-object>}}</tool_call>'
-)
-
-
-class _LogprobAligner:
-    """Hands out token logprobs with the text they produced: a token goes out once all of its text has."""
-
-    def __init__(self) -> None:
-        self.pending: list[TokenLogprob] = []
-        self.offset = 0  # characters of the tokens handed out
-
-    def take(self, emitted: int, partial: bool = False) -> list[TokenLogprob]:
-        """Entries whose text ends within ``emitted`` characters (``partial``: that start within them)."""
-        out = []
-        while self.pending:
-            end = self.offset + len(self.pending[0].token)
-            if not (end <= emitted or (partial and self.offset < emitted)):
-                break
-            out.append(self.pending.pop(0))
-            self.offset = end
-        return out
-
-
 class TransformersEngine:
     """Chat, completions and embeddings over a transformers model.
 
@@ -223,47 +171,14 @@ class TransformersEngine:
         try:
             if tools and "tools" in template:
                 return self.tokenizer.apply_chat_template(
-                    [self._template_message(m, template) for m in messages], tools=tools, tokenize=False,
+                    [template_message(m, template) for m in messages], tools=tools, tokenize=False,
                     add_generation_prompt=True, chat_template=template)
-            messages = [self._template_message(m, template) for m in messages]
+            messages = [template_message(m, template) for m in messages]
             if tools:
-                described = TOOLS_SYSTEM_PROMPT.format(tools="\n".join(
-                    json.dumps(t, ensure_ascii=False, separators=(",", ":")) for t in tools))
-                if messages and messages[0]["role"] == "system":
-                    messages[0] = {**messages[0], "content": f"{messages[0]['content']}\n\n{described}"}
-                else:
-                    messages.insert(0, {"role": "system", "content": described})
+                messages = describe_tools(messages, tools)
             return prompt_text(self.tokenizer, messages)
         except jinja2.TemplateError as exc:
             raise UnsupportedRequestError(f"the chat template rejected the messages: {exc}") from exc
-
-    @staticmethod
-    def _template_message(message: dict[str, Any], template: str) -> dict[str, Any]:
-        calls, role = message.get("tool_calls"), message["role"]
-        if "tool_calls" in template:  # the template renders tool calls and results itself
-            if not calls:
-                return message
-            structured = []
-            for call in calls:
-                function = dict(call.get("function") or {})
-                try:
-                    function["arguments"] = json.loads(function.get("arguments") or "{}")
-                except (TypeError, ValueError):
-                    pass
-                structured.append({**call, "function": function})
-            return {**message, "content": message.get("content") or "", "tool_calls": structured}
-        if role == "tool":
-            return {"role": "user", "content": f"<tool_response>\n{message.get('content') or ''}\n</tool_response>"}
-        text = message.get("content") or ""
-        for call in calls or []:
-            function = call.get("function") or {}
-            try:
-                arguments = json.loads(function.get("arguments") or "{}")
-            except (TypeError, ValueError):
-                arguments = function.get("arguments")
-            call_json = json.dumps({"name": function.get("name"), "arguments": arguments}, ensure_ascii=False)
-            text += f"\n<tool_call>\n{call_json}\n</tool_call>"
-        return {"role": role, "content": text.strip() if calls else text}
 
     def _fit(self, prompt_ids: list[int], params: SamplingParams, chat: bool = True) -> SamplingParams:
         """``params`` with max_tokens that fit the context (shrunk with ``fit_context``), or ContextLengthError."""
@@ -371,7 +286,7 @@ class TransformersEngine:
         request = BatchRequest(prompt_ids, params, set(self.stop_token_ids), group=self.adapter,
                                constraint=constraint, repetition_penalty=self.repetition_penalty)
         trimmer = StopTrimmer(params.stop)
-        aligner = _LogprobAligner()
+        aligner = LogprobAligner()
         emitted = tokens = 0
         self.scheduler.submit(request)
         try:
