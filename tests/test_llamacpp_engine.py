@@ -375,3 +375,32 @@ def test_constrained_and_logprob_requests_batch_with_plain_ones(engine, greedy):
     # fewer llama_decode calls than tokens: sequences shared them
     assert engine.stats.decode_calls - calls < engine.stats.tokens_generated - tokens
     wait_idle(engine)
+
+
+def test_prompt_cache_reuses_the_shared_prefix(gguf):
+    prompts = ["Write a short story about a lighthouse.", "Write a short story about a fox.",
+               "Write a short story about a lighthouse."]
+    params = SamplingParams(max_tokens=8, temperature=0)
+    with LlamaCppEngine.from_path(gguf, n_ctx=CONTEXT, n_parallel=2, prompt_cache=False) as fresh:
+        expected = [fresh.generate(chat(p), params) for p in prompts]
+        assert fresh.stats.prompt_tokens_cached == 0
+    with LlamaCppEngine.from_path(gguf, n_ctx=CONTEXT, n_parallel=2) as cached:
+        ids = [cached.prompt_ids(chat(p), params) for p in prompts]
+        results, reused = [], []
+        for p in prompts:
+            before = cached.stats.prompt_tokens_cached
+            results.append(cached.generate(chat(p), params))
+            reused.append(cached.stats.prompt_tokens_cached - before)
+    assert [r.text for r in results] == [r.text for r in expected]
+    assert [r.prompt_tokens for r in results] == [len(i) for i in ids]  # usage counts the whole prompt
+    shared = next(k for k, (a, b) in enumerate(zip(ids[0], ids[1], strict=False)) if a != b)
+    # the fox takes the lighthouse's slot (sharing the template and "Write a short story about a") rather than the
+    # empty one; the lighthouse again then shares the same prefix with the fox's cells
+    assert shared > 20 and reused == [0, shared, shared]
+    seeded = SamplingParams(max_tokens=8, temperature=0, seed=3)
+    with LlamaCppEngine.from_path(gguf, n_ctx=CONTEXT, n_parallel=1) as engine:
+        engine.generate(chat(prompts[0]), params)
+        engine.generate(chat(prompts[0]), seeded)
+        assert engine.stats.prompt_tokens_cached == 0  # a seeded request is prefilled afresh (reproducible)
+        engine.generate(chat(prompts[0]), params)
+        assert engine.stats.prompt_tokens_cached == len(ids[0]) - 1  # all but the last token, for its logits

@@ -393,6 +393,8 @@ def serve(
                                              "anything else → transformers).")] = "auto",
     parallel: Annotated[int, typer.Option(help="Sequences of one model decoded together in one batch (llama.cpp "
                                                "and transformers engines).")] = 8,
+    prompt_cache: Annotated[bool, typer.Option(help="llama.cpp: reuse a finished sequence's KV cells for the next "
+                                                    "prompt sharing its prefix.")] = True,
     context: Annotated[int, typer.Option(help="llama.cpp: context tokens per sequence.")] = 2048,
     ray: Annotated[bool, typer.Option("--ray", help="Scale out: serve the app as Ray Serve replicas on a local Ray "
                                                     "instance (needs the 'ray' extra).")] = False,
@@ -422,14 +424,16 @@ def serve(
                                   request_timeout_s=request_timeout)
         run_ray_serve(models, replicas, host, port, ray_hashes, engine=engine, default_max_tokens=max_tokens,
                       limits=ray_limits, num_cpus=ray_cpus, replica_cpus=replica_cpus, replica_gpus=replica_gpus,
-                      grace_period=grace_period, llamacpp_options={"n_ctx": context, "n_parallel": parallel},
+                      grace_period=grace_period, llamacpp_options={"n_ctx": context, "n_parallel": parallel,
+                                                         "prompt_cache": prompt_cache},
                       on_ready=lambda: err_console.print(
                           f"serving {', '.join(models)} as {replicas} Ray Serve replica(s) at http://{host}:{port}/v1"
                           + (" (API key required)" if ray_hashes else "")))
         return
     from kaiyuan.serve.engine_set import build_engines
 
-    engines = build_engines(models, engine, {"n_ctx": context, "n_parallel": parallel}, max_batch_size=parallel)
+    engines = build_engines(models, engine, {"n_ctx": context, "n_parallel": parallel, "prompt_cache": prompt_cache},
+                            max_batch_size=parallel)
     hashes = [hash_api_key(k) for k in read_api_keys(api_key, api_key_file)]
     err_console.print(f"serving {', '.join(engines)} at http://{host}:{port}/v1"
                       + (" (API key required)" if hashes else ""))

@@ -105,9 +105,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
         step(6, "DPO on the tuned model's near misses (TRL DPOTrainer), LoRA, merged")
         pairs, misses = run_near_misses(NearMissConfig(model=sft.merged.id, data=data["pairs"].id,
                                                        n_pairs=cfg.n_pairs, name=f"{cfg.task}-near-misses"), registry)
-        console.print(f"near-miss pairs: [bold]{pairs.id}[/] ({len(misses)} of {cfg.n_candidates}), e.g. "
-                      + ", ".join(f"{m.row['chosen'][0]['content']} ≻ {m.row['rejected'][0]['content']}"
-                                  for m in misses[:3]), markup=False)
+        console.print(f"near-miss pairs: [bold]{pairs.id}[/] ({len(misses)} of {cfg.n_candidates} conversations)")
+        console.print("  e.g. " + ", ".join(f"{m.row['chosen'][0]['content']} ≻ {m.row['rejected'][0]['content']}"
+                                            for m in misses[:3]), markup=False, highlight=False)
         dpo = run_dpo(DPOConfig(model=sft.merged.id, data=pairs.id, name=f"{base.name}-{cfg.task}-dpo",
                                 learning_rate=cfg.dpo_learning_rate, beta=cfg.dpo_beta, sft_weight=cfg.dpo_sft_weight,
                                 batch_size=cfg.batch_size, lora_r=cfg.lora_r, lora_alpha=2 * cfg.lora_r,

@@ -6,8 +6,15 @@ admitted ones, each token tagged with its request's sequence id, and runs a sing
 every sequence whose logits came out samples its next token (greedy, or temperature / top-p with a numpy
 Generator seeded from the request's seed) and its text goes out through that request's own queue. At most
 ``n_parallel`` sequences run at once (each with its own ``n_ctx``-token slice of the KV cache); the others
-wait in the queue. A finished or abandoned sequence's KV cells are dropped with ``llama_memory_seq_rm`` and
-its sequence id is reused.
+wait in the queue.
+
+Prompt caching: a finished sequence's KV cells stay in its slot, with the tokens they hold. A new request takes
+the free slot that shares the longest prefix with its prompt, drops the cells after that prefix
+(``llama_memory_seq_rm``) and prefills only the rest — chat prompts share the template and system prompt, so
+time to first token falls (llama.cpp's server and llama-cpp-python reuse prefixes the same way). The prompt's
+uncached tail is decoded in a smaller batch than a fresh prefill would use, which moves the logits in the last
+float bits — enough to change a sampled token — so a request with a ``seed`` is always prefilled afresh: same
+seed and request, same text.
 
 Per request, as the transformers engine does them: log-probabilities (``log_softmax`` of the raw logits row, taken
 before the JSON grammar and before temperature / top-k / top-p), JSON-constrained decoding (``json_schema``, through
@@ -53,6 +60,7 @@ class SchedulerStats:
     max_batch_sequences: int = 0  # most distinct sequences in one llama_decode batch
     max_running: int = 0  # most sequences running at once
     requests_finished: int = 0  # completed, abandoned or failed
+    prompt_tokens_cached: int = 0  # prompt tokens whose KV cells were reused instead of prefilled
 
 
 @dataclass
@@ -64,6 +72,8 @@ class _Request:
     cancelled: threading.Event = field(default_factory=threading.Event)
     seq_id: int = -1
     prefilled: int = 0  # prompt tokens already in the KV cache
+    cached: int = 0  # of those, reused from the slot's previous sequence
+    kv_tokens: list[int] = field(default_factory=list)  # the tokens whose KV cells this sequence holds
     pending: int = -1  # the last sampled token, to be decoded next
     completion_tokens: int = 0
     decoder: Any = None
@@ -75,6 +85,16 @@ class _Request:
     @property
     def position(self) -> int:  # position of ``pending`` in the sequence
         return len(self.prompt_ids) + self.completion_tokens - 1
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
@@ -131,7 +151,7 @@ class _Grammar:
 class LlamaCppEngine:
     def __init__(self, model: Any, model_id: str, chat_template: str | None = None, n_ctx: int = 2048,
                  n_parallel: int = 4, n_batch: int = 512, n_threads: int | None = None,
-                 flash_attn: bool = False) -> None:
+                 flash_attn: bool = False, prompt_cache: bool = True) -> None:
         import llama_cpp
         from llama_cpp import _internals
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -191,6 +211,8 @@ class LlamaCppEngine:
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._running: list[_Request] = []
         self._free_seqs = list(range(n_parallel - 1, -1, -1))
+        self.prompt_cache = prompt_cache
+        self._slot_tokens: dict[int, list[int]] = {}  # free slot → the tokens its KV cells still hold
         self._closed = threading.Event()  # no new requests (closed, or the scheduler died)
         self._submit = threading.Lock()
         self._freed = False
@@ -353,15 +375,36 @@ class LlamaCppEngine:
             if request.cancelled.is_set():
                 self.stats.requests_finished += 1
                 continue
-            request.seq_id = self._free_seqs.pop()
+            self._claim_slot(request)
             request.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             request.trimmer = StopTrimmer(list(request.params.stop))
             self._running.append(request)
             self.stats.max_running = max(self.stats.max_running, len(self._running))
 
-    def _release(self, request: _Request) -> None:
+    def _claim_slot(self, request: _Request) -> None:
+        """The free slot whose cached tokens share the longest prefix with the prompt (the most recently freed one
+        among equals); cells past the shared prefix are dropped. At least one prompt token is always decoded, for
+        its logits."""
+        best, shared = self._free_seqs[-1], 0
+        if self.prompt_cache and request.params.seed is None:  # a seeded request is prefilled afresh: reproducible
+            for seq in reversed(self._free_seqs):
+                n = common_prefix(self._slot_tokens.get(seq, []), request.prompt_ids)
+                if n > shared:
+                    best, shared = seq, n
+        self._free_seqs.remove(best)
+        keep = min(shared, len(request.prompt_ids) - 1)
+        self._llama.llama_memory_seq_rm(self.memory, best, keep, -1)
+        self._slot_tokens.pop(best, None)
+        request.seq_id, request.prefilled, request.cached = best, keep, keep
+        request.kv_tokens = request.prompt_ids[:keep]
+        self.stats.prompt_tokens_cached += keep
+
+    def _release(self, request: _Request, keep_cache: bool = True) -> None:
         request.grammar = None  # its sampler is freed (the caller's thread may still hold the request)
-        self._llama.llama_memory_seq_rm(self.memory, request.seq_id, -1, -1)
+        if self.prompt_cache and keep_cache:
+            self._slot_tokens[request.seq_id] = request.kv_tokens
+        else:
+            self._llama.llama_memory_seq_rm(self.memory, request.seq_id, -1, -1)
         self._free_seqs.append(request.seq_id)
         self._running.remove(request)
         self.stats.requests_finished += 1
@@ -384,6 +427,7 @@ class LlamaCppEngine:
         for request in self._running:  # one decode token for every sequence past its prompt
             if request.prefilled == len(request.prompt_ids):
                 add(request.pending, request.position, request.seq_id, True)
+                request.kv_tokens.append(request.pending)
                 outputs.append((request, n - 1))
                 sequences.add(request.seq_id)
         for request in self._running:  # then prompt chunks of new sequences, as far as the batch allows
@@ -396,6 +440,7 @@ class LlamaCppEngine:
                 add(request.prompt_ids[i], i, request.seq_id, last)
                 if last:
                     outputs.append((request, n - 1))
+            request.kv_tokens.extend(request.prompt_ids[request.prefilled:request.prefilled + take])
             request.prefilled += take
             sequences.add(request.seq_id)
         batch.n_tokens = n
@@ -508,7 +553,7 @@ class LlamaCppEngine:
     def _fail_all(self, exc: BaseException) -> None:
         for request in list(self._running):
             request.out.put(exc)
-            self._release(request)
+            self._release(request, keep_cache=False)  # a failed decode leaves its cells in doubt
         while True:
             try:
                 request = self._queue.get_nowait()
