@@ -322,3 +322,16 @@ def test_openness_sees_the_registered_cards(registry):
     # the grade the card states is the grade with the card in place, and one command registers one model card
     assert f"(MOF, arXiv:2403.13784): **{report.mof_class}**" in cards.model.path.read_text()
     assert len(registry.list(CARD_KIND)) == 3
+
+
+def test_a_finetune_of_unpublished_finetunes_names_the_nearest_hub_ancestor(registry):
+    made = pipeline()
+    dpo = make("adapter", "smollm2-dates-dpo", "Apache-2.0", {"adapter_model.safetensors": "dpo"},
+               [(made["merged"], "adapter"), (made["train"], "dataset")], source="kaiyuan train dpo")
+    aligned = make("model", "smollm2-dates-dpo-merged", "Apache-2.0", {"model.safetensors": "aligned"},
+                   [(dpo, "merge"), (made["merged"], "base_model")], source="kaiyuan merge (peft merge_and_unload)")
+    cards = write_cards(aligned.id)
+    card = ModelCard.load(cards.model.path)
+    assert (card.data.base_model, card.data.base_model_relation) == (BASE, "finetune")
+    assert cards.warnings == ["base_model: 'smollm2-dates' is not on the Hub; its nearest Hub ancestor "
+                              f"'{BASE}' is named instead (the lineage section lists every step)"]

@@ -183,6 +183,22 @@ def base_models(artifact: Artifact, registry: Registry) -> tuple[list[Artifact],
     return [], None
 
 
+def hub_ancestor(artifact: Artifact, registry: Registry) -> str | None:
+    """The Hub repo id of the nearest model ``artifact`` was fine-tuned from (through merges and fine-tunes)."""
+    frontier, seen = [artifact], set()
+    while frontier:
+        current = frontier.pop(0)
+        if current.id in seen:
+            continue
+        seen.add(current.id)
+        if current is not artifact and (repo := hub_repo_id(current)) is not None:
+            return repo
+        bases, relation = base_models(current, registry)
+        if relation == "finetune":
+            frontier.extend(bases)
+    return None
+
+
 def evaluations(artifact: Artifact, registry: Registry) -> list[Artifact]:
     """Every registered eval artifact whose parent is ``artifact`` with relation ``evaluated_model``, oldest first."""
     link = {"id": artifact.id, "relation": "evaluated_model"}
@@ -405,6 +421,11 @@ def model_card_metadata(artifact: Artifact, registry: Registry) -> RenderedCard:
         refs = []
         for base in bases:
             repo = hub_repo_id(base)
+            if repo is None and relation == "finetune" and (upstream := hub_ancestor(base, registry)) is not None:
+                # a fine-tune of unpublished fine-tunes of a Hub model is, on the Hub, a fine-tune of that model
+                warnings.append(f"base_model: {base.name!r} is not on the Hub; its nearest Hub ancestor "
+                                f"{upstream!r} is named instead (the lineage section lists every step)")
+                repo = upstream
             if repo is None:
                 warnings.append(f"base_model {base.name!r} is a kaiyuan registry name, not a Hub repo id: publish "
                                 "the base model first, or edit base_model before pushing the card")

@@ -125,6 +125,16 @@ def _weights_files(artifact: Artifact) -> list[str]:
     return sorted(f for f in _files(artifact) if "/" not in f and f.endswith((".safetensors", ".gguf")))
 
 
+def _card_ref(artifact: Artifact, registry: Registry) -> str:
+    """Where an artifact's card is: its registered card artifact, or its own README.md."""
+    from kaiyuan.hub.card import card_of
+
+    card = card_of(artifact, registry)
+    if card is None or card.id == artifact.id:
+        return f"{CARD} of {artifact.name}"
+    return f"{artifact.name}: card {card.id} ({CARD})"
+
+
 def _has_card(artifact: Artifact, registry: Registry) -> bool:
     """A README.md among the artifact's own files (an imported Hub model), or a card registered for it by
     ``kaiyuan card`` (kind card, relation documented)."""
@@ -288,8 +298,8 @@ def _evaluation_results(f: _Facts) -> Check:
 def _model_card(f: _Facts) -> Check:
     if not _has_card(f.artifact, f.registry):
         return Check(False, False, None, f"no model card for {f.artifact.name} (run kaiyuan card {f.artifact.id})")
-    return Check(True, _is_open(f.own, "document"), f.own, f"{CARD} in {f.artifact.name}, under the artifact's "
-                                                            f"license {f.own}")
+    return Check(True, _is_open(f.own, "document"), f.own, f"{_card_ref(f.artifact, f.registry)}, under the "
+                                                            f"artifact's license {f.own}")
 
 
 def _data_card(f: _Facts) -> Check:
@@ -300,7 +310,7 @@ def _data_card(f: _Facts) -> Check:
     if without:
         return Check(False, False, None, "no data card for dataset(s) " + ", ".join(
             f"{d.name} ({d.id})" for d in without) + ": run kaiyuan card on them")
-    evidence = f"{CARD} in " + ", ".join(f"{d.name} ({_of(d).license})" for d in f.datasets)
+    evidence = "data cards: " + ", ".join(f"{_card_ref(_of(d), f.registry)} ({_of(d).license})" for d in f.datasets)
     if closed:
         evidence += f"; not under an open license: {_names(closed)} (a card is under its dataset's license)"
     return Check(True, not closed, "/".join(sorted({_of(d).license for d in f.datasets})),
@@ -585,8 +595,8 @@ def _index(f: _Facts, checks: dict[str, Check]) -> list[dict[str, Any]]:
     scores["Modelcard"] = (1.0 if card.present else 0.0, card.evidence)
     carded = [d for d in f.datasets if _has_card(_of(d), f.registry)]
     scores["Datasheet"] = ((0.0, "no training datasets recorded") if not f.datasets else
-                           (1.0, f"data cards ({CARD}) in {_names(carded)}") if len(carded) == len(f.datasets) else
-                           (0.5 if carded else 0.0, f"data cards ({CARD}) in {len(carded)} of {len(f.datasets)} "
+                           (1.0, f"data cards of {_names(carded)}") if len(carded) == len(f.datasets) else
+                           (0.5 if carded else 0.0, f"data cards of {len(carded)} of {len(f.datasets)} "
                                                     f"datasets ({_names(f.datasets)})"))
     scores["Package"] = ((1.0, "exported: " + ", ".join(f"{e.name} ({e.id})" for e in f.exports)) if f.exports else
                          (0.0, "no export package registered (`kaiyuan export`: GGUF / Ollama)"))
@@ -648,7 +658,8 @@ def openness_report(ref: str, registry: Registry | None = None) -> OpennessRepor
     components = [_component(c, checks[c.name]) for c in MOF_COMPONENTS]
     reached, progress = _progress(components)
     index = _index(facts, checks)
-    notes = ["A card counts when README.md is in the artifact's directory; it is under that artifact's license."]
+    notes = ["A card counts when it is registered for the artifact (`kaiyuan card`, kind card, relation documented) "
+             "or README.md is among the artifact's own files; it is under that artifact's license."]
     if facts.imported == [facts.artifact]:
         notes.append(f"{facts.artifact.name} was imported ({facts.artifact.manifest.get('source')}): how it was made "
                      "is upstream; only what the registry records is assessed.")
