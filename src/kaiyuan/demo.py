@@ -51,7 +51,7 @@ class DemoConfig:
     n_candidates: int = field(default=512, metadata={"help": "New conversations the tuned model is scored on to "
                                                              "find its near misses."})
     dpo_learning_rate: float = field(default=1e-4, metadata={"help": "DPO learning rate (LoRA)."})
-    dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta."})
+    dpo_beta: float = field(default=0.5, metadata={"help": "DPO beta (higher: stays closer to the tuned model)."})
     dpo_sft_weight: float = field(default=0.0, metadata={"help": "Weight of the chosen answers' NLL (RPO; 0: plain "
                                                                "DPO)."})
     serve: bool = field(default=False, metadata={"help": "Keep the server up after the demo requests."})
