@@ -50,8 +50,8 @@ def test_recipe_chains_stages_by_registry_reference(home, tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     (lambda r: r["stages"].append({"stage": "rlhf"}),
-     "stages[5]: unknown stage 'rlhf'; expected one of synthetic, pretrain, sft, dpo, kto, orpo, simpo, reward, ppo, "
-     "grpo, eval"),
+     "stages[5]: unknown stage 'rlhf'; expected one of synthetic, near_misses, pretrain, sft, dpo, kto, orpo, simpo, "
+     "reward, ppo, grpo, eval, export"),
     (lambda r: r["stages"][2].update(model="${sft.adapter}"), "stages[3]: model: stage 'sft' has no output 'adapter'; "
                                                               "it has artifact, merged"),
     (lambda r: r["stages"][1].update(data="${later.train}"), "stages[2]: data: ${later.train} refers to no earlier "
