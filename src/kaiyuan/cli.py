@@ -16,6 +16,7 @@ from rich.table import Table
 from kaiyuan import __version__
 from kaiyuan.config_cli import command_from_config
 from kaiyuan.errors import KaiyuanError
+from kaiyuan.json_output import print_json
 
 app = typer.Typer(help="kaiyuan (开源): take an open model from data to a served, fine-tuned model — with "
                        "provenance. Honours KAIYUAN_HOME (default ~/.kaiyuan).",
@@ -33,10 +34,6 @@ err_console = Console(stderr=True)
 def library_chatter_to_stderr() -> contextlib.AbstractContextManager:
     """Libraries (transformers' Trainer, datasets) print progress to stdout; keep stdout for results."""
     return contextlib.redirect_stdout(sys.stderr)
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 @app.callback()

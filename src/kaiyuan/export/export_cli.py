@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from rich.console import Console
 
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.registry import Artifact, Registry
+from kaiyuan.json_output import print_json
 
 TARGETS = ("merged", "gguf", "ollama")
 QUANT_NAMES = ("f16", "q8_0", "q4_k_m")
@@ -112,11 +112,6 @@ def run_export(cfg: ExportConfig, registry: Registry | None = None) -> ExportRes
 
 
 # ------------------------------------------------------------------------------------------------ command
-
-
-def print_json(data: Any) -> None:
-    """Like ``kaiyuan.cli.print_json`` (not imported: ``python -m kaiyuan.cli`` runs that module as __main__)."""
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def describe_checks(checks: dict[str, Any]) -> list[str]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -12,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kaiyuan.hub.licenses import LicenseReport, license_report
+from kaiyuan.json_output import print_json
 
 VERDICT_STYLE = {"yes": "bold green", "no": "bold red", "risk": "bold yellow"}
 LEVEL_STYLE = {"blocker": "red", "risk": "yellow", "flag": "cyan"}
@@ -29,11 +28,6 @@ def license_command(
         print_json(report.to_dict())
         return
     print_license_report(report, Console())
-
-
-def print_json(data: Any) -> None:
-    """Like ``kaiyuan.cli.print_json`` (not imported: ``python -m kaiyuan.cli`` runs that module as __main__)."""
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def print_license_report(report: LicenseReport, console: Console) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -12,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kaiyuan.hub.openness import OpennessReport, openness_report
+from kaiyuan.json_output import print_json
 
 
 def openness_command(
@@ -26,11 +25,6 @@ def openness_command(
         print_json(report.to_dict())
         return
     print_openness_report(report, Console())
-
-
-def print_json(data: Any) -> None:
-    """Like ``kaiyuan.cli.print_json`` (not imported: ``python -m kaiyuan.cli`` runs that module as __main__)."""
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def print_openness_report(report: OpennessReport, console: Console) -> None:

@@ -4,9 +4,10 @@ prompt for templates without tools, stop strings in streamed text, and logprob e
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
-from kaiyuan.serve.engines.base import TokenLogprob
+from kaiyuan.serve.engines.base import Generation, StreamEvent, TokenLogprob
 
 TOOLS_SYSTEM_PROMPT = (  # for templates that do not render tools themselves: the Hermes convention, briefly
     "You may call these functions:\n<tools>\n{tools}\n</tools>\n"
@@ -105,3 +106,19 @@ class StopTrimmer:
     def flush(self) -> str:
         out, self.pending = ("" if self.stopped else self.pending), ""
         return out
+
+
+def collect(events: Iterator[StreamEvent]) -> Generation:
+    """A whole generation from its stream: the text joined, the logprob entries in order, the final event's usage."""
+    text: list[str] = []
+    logprobs: list[TokenLogprob] = []
+    finish = None
+    for event in events:
+        text.append(event.text)
+        logprobs.extend(event.logprobs or [])
+        finish = event.finish or finish
+    assert finish is not None
+    finish.text = "".join(text)
+    if finish.logprobs is not None:
+        finish.logprobs = logprobs
+    return finish

@@ -48,7 +48,13 @@ from kaiyuan.serve.engines.base import (
     TokenLogprob,
     UnsupportedRequestError,
 )
-from kaiyuan.serve.engines.chat_messages import LogprobAligner, StopTrimmer, describe_tools, template_message
+from kaiyuan.serve.engines.chat_messages import (
+    LogprobAligner,
+    StopTrimmer,
+    collect,
+    describe_tools,
+    template_message,
+)
 
 
 @dataclass
@@ -276,7 +282,7 @@ class LlamaCppEngine:
         return ids
 
     def generate(self, messages: list[dict[str, Any]], params: SamplingParams) -> Generation:
-        return _collect(self.stream(messages, params))
+        return collect(self.stream(messages, params))
 
     def stream(self, messages: list[dict[str, Any]], params: SamplingParams) -> Iterator[StreamEvent]:
         # a generator: a bad request raises on the first next(), which the API layer turns into a 400
@@ -284,7 +290,7 @@ class LlamaCppEngine:
 
     def complete(self, prompt: str | list[int], params: SamplingParams) -> Generation:
         """Raw-text completion: ``prompt`` (text, or token ids) as is, without the chat template."""
-        return _collect(self.complete_stream(prompt, params))
+        return collect(self.complete_stream(prompt, params))
 
     def complete_stream(self, prompt: str | list[int], params: SamplingParams) -> Iterator[StreamEvent]:
         def ids() -> list[int]:
@@ -570,15 +576,3 @@ class LlamaCppEngine:
             size = self._llama.llama_token_to_piece(self.model.vocab, token, buffer, len(buffer), 0, special)
         return buffer.raw[:size]
 
-
-def _collect(events: Iterator[StreamEvent]) -> Generation:
-    text, logprobs, finish = [], [], None
-    for event in events:
-        text.append(event.text)
-        logprobs.extend(event.logprobs or [])
-        finish = event.finish or finish
-    assert finish is not None
-    finish.text = "".join(text)
-    if finish.logprobs is not None:
-        finish.logprobs = logprobs
-    return finish

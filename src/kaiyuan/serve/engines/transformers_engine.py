@@ -35,6 +35,7 @@ from kaiyuan.serve.engines.base import (
 from kaiyuan.serve.engines.chat_messages import (
     LogprobAligner,
     StopTrimmer,
+    collect,
     describe_tools,
     template_message,
 )
@@ -220,31 +221,18 @@ class TransformersEngine:
     # generation
 
     def generate(self, messages: list[dict[str, Any]], params: SamplingParams) -> Generation:
-        return self._collect(self.stream(messages, params))
+        return collect(self.stream(messages, params))
 
     def stream(self, messages: list[dict[str, Any]], params: SamplingParams) -> Iterator[StreamEvent]:
         prompt_ids = self._prompt_ids(messages, params)
         yield from self._run(prompt_ids, self._fit(prompt_ids, params))
 
     def complete(self, prompt: str | list[int], params: SamplingParams) -> Generation:
-        return self._collect(self.complete_stream(prompt, params))
+        return collect(self.complete_stream(prompt, params))
 
     def complete_stream(self, prompt: str | list[int], params: SamplingParams) -> Iterator[StreamEvent]:
         prompt_ids = self._completion_ids(prompt)
         yield from self._run(prompt_ids, self._fit(prompt_ids, params, chat=False))
-
-    @staticmethod
-    def _collect(events: Iterator[StreamEvent]) -> Generation:
-        text, logprobs, finish = [], [], None
-        for event in events:
-            text.append(event.text)
-            logprobs.extend(event.logprobs or [])
-            finish = event.finish or finish
-        assert finish is not None
-        finish.text = "".join(text)
-        if finish.logprobs is not None:
-            finish.logprobs = logprobs
-        return finish
 
     def _describe(self, token_id: int, logprobs: TokenLogprobs | None) -> TokenLogprob | None:
         if token_id in self.vocab.special_ids or logprobs is None:
