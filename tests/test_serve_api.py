@@ -448,7 +448,7 @@ def test_parse_tool_calls():
     ("chat/completions", {"messages": MESSAGES, "response_format": {"type": "xml"}}, "response_format.type"),
     ("chat/completions", {"messages": MESSAGES, "max_tokens": 4,
                           "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "date"}}}},
-     "messages"),
+     "response_format"),
     ("chat/completions", {"messages": MESSAGES, "tools": [WEATHER], "tool_choice": "required",
                           "response_format": {"type": "json_object"}}, "response_format"),
     ("chat/completions", {"messages": [*MESSAGES, {"role": "assistant", "tool_calls": [{"id": "c"}]}]},

@@ -9,8 +9,6 @@ is complete (to tell a tool call from text) and then sent as one delta.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -18,18 +16,22 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kaiyuan import __version__
 from kaiyuan.serve.engines.base import (
     ContextLengthError,
     Engine,
+    EngineUnavailableError,
     Generation,
     SamplingParams,
     StreamEvent,
     UnsupportedRequestError,
 )
+from kaiyuan.serve.guard import PUBLIC_PATHS, RequestGuard, hash_api_key
+from kaiyuan.serve.json_constraint import compiled_schema
 from kaiyuan.serve.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -49,13 +51,25 @@ from kaiyuan.serve.protocol import (
     tool_call_schema,
     usage,
 )
+from kaiyuan.serve.streaming import Drain, event_stream
 
-PUBLIC_PATHS = {"/health"}
+__all__ = ["PUBLIC_PATHS", "create_app", "hash_api_key"]
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default max_tokens for /v1/completions
 
 
-def hash_api_key(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+def validation_message(errors: list[Any]) -> tuple[str, str | None]:
+    """The 400's message and ``param`` for pydantic's errors: the first one, naming the field as OpenAI does."""
+    first = errors[0] if errors else {}
+    loc = [str(p) for p in first.get("loc", ())[1:]]
+    param = ".".join(loc) or None
+    kind = first.get("type")
+    if kind == "extra_forbidden":
+        return f"Unrecognized request argument supplied: {param}", param
+    if kind == "json_invalid":
+        return "We could not parse the JSON body of your request; the API expects a JSON object.", None
+    message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+    where = param or ("" if kind == "value_error" else "body")  # a whole-request check says it all
+    return (f"{where}: {message}" if where else message), param
 
 
 def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
@@ -65,7 +79,7 @@ def _error(status: int, message: str, type_: str = "invalid_request_error", para
 
 def _engine_error(exc: Exception, param: str) -> JSONResponse:
     code = "context_length_exceeded" if isinstance(exc, ContextLengthError) else None
-    return _error(400, str(exc), param=param, code=code)
+    return _error(400, str(exc), param=getattr(exc, "param", None) or param, code=code)
 
 
 ENGINE_ERRORS = (ContextLengthError, UnsupportedRequestError)
@@ -81,7 +95,9 @@ def _seeded(params: SamplingParams, i: int) -> SamplingParams:
 
 def _sampling(body: SamplingRequest, max_tokens: int, fit_context: bool) -> SamplingParams:
     return SamplingParams(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
-                          top_k=max(body.top_k, 0), stop=body.stop or [], seed=body.seed, fit_context=fit_context)
+                          top_k=max(body.top_k, 0), stop=body.stop or [], seed=body.seed, fit_context=fit_context,
+                          logit_bias=body.token_bias(), presence_penalty=body.presence_penalty or 0.0,
+                          frequency_penalty=body.frequency_penalty or 0.0)
 
 
 class _Streams:
@@ -112,30 +128,35 @@ def create_app(engines: dict[str, Engine], api_key_hashes: list[str] | None = No
     """An app serving ``engines`` by model name. With ``api_key_hashes`` (sha256 hex of each key),
     every route but ``/health`` needs ``Authorization: Bearer <key>``."""
     app = FastAPI(title="kaiyuan", version=__version__)
+    drain = Drain()
+    app.state.drain = drain  # the server starts it on SIGTERM; streams past the grace period end with an error event
+    app.state.engines = engines
     key_hashes = [h.lower() for h in api_key_hashes or []]
+    for stored in key_hashes:
+        if stored == hash_api_key(""):
+            raise ValueError("an empty API key would let anyone in: give a non-empty key")
 
-    @app.middleware("http")
-    async def check_api_key(request: Request, call_next: Any) -> Any:
-        if key_hashes and request.url.path not in PUBLIC_PATHS:
-            header = request.headers.get("authorization", "")
-            token = header[7:] if header.lower().startswith("bearer ") else ""
-            offered = hash_api_key(token)
-            # compare against every key, in constant time, without stopping at the first match
-            valid = False
-            for stored in key_hashes:
-                valid |= hmac.compare_digest(offered, stored)
-            if not valid:
-                return _error(401, "Invalid or missing API key.", "authentication_error",
-                              code="invalid_api_key")
-        return await call_next(request)
+    app.add_middleware(RequestGuard, api_key_hashes=key_hashes)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
-        where = param or ("" if first.get("type") == "value_error" else "body")  # a whole-request check says it all
-        return _error(400, f"{where}: {message}" if where else message, param=param)
+        message, param = validation_message(exc.errors())
+        return _error(400, message, param=param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            message = f"Unknown route {request.method} {request.url.path}."
+        elif exc.status_code == 405:
+            message = f"Method {request.method} is not allowed on {request.url.path}."
+        else:
+            message = str(exc.detail)
+        return JSONResponse(error_body(message, "invalid_request_error"), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(EngineUnavailableError)
+    async def engine_unavailable(request: Request, exc: EngineUnavailableError) -> JSONResponse:
+        return _error(503, str(exc), "server_error", code="engine_unavailable")
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
@@ -150,7 +171,14 @@ def create_app(engines: dict[str, Engine], api_key_hashes: list[str] | None = No
         return engine, None
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
+    async def health() -> Any:
+        """200 {"status": "ok"}; 503 while draining, or when an engine says what is wrong with it."""
+        if drain.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        problems = {name: problem for name, engine in engines.items()
+                    if (problem := getattr(engine, "health", lambda: None)())}
+        if problems:
+            return JSONResponse({"status": "unhealthy", "engines": problems}, status_code=503)
         return {"status": "ok"}
 
     @app.get("/v1/models")
@@ -181,12 +209,21 @@ def create_app(engines: dict[str, Engine], api_key_hashes: list[str] | None = No
                 return _error(400, "response_format cannot be combined with a required or named tool_choice",
                               param="response_format")
             schema = tool_call_schema(forced)
+        if schema is not None:
+            try:
+                compiled_schema(schema)  # unsupported keywords and malformed schemas are refused before generating
+            except UnsupportedRequestError as exc:
+                return _error(400, f"response_format: {exc}" if not forced else f"tools: {exc}",
+                              param="tools" if forced else "response_format")
         params.json_schema = schema
         tool_names = {t["function"]["name"] for t in params.tools or []}
         request_id = completion_id()
 
         def reply(text: str) -> tuple[str | None, list[dict[str, Any]]]:
-            return parse_tool_calls(text, tool_names) if tool_names else (text, [])
+            if not tool_names:
+                return text, []
+            content, calls = parse_tool_calls(text, tool_names)
+            return content, calls[:1] if body.parallel_tool_calls is False else calls
 
         if not body.stream:
             results: list[Generation] = []
@@ -245,7 +282,7 @@ def create_app(engines: dict[str, Engine], api_key_hashes: list[str] | None = No
                                        with_choice=False))
             yield "data: [DONE]\n\n"
 
-        return StreamingResponse(sse(), media_type="text/event-stream")
+        return event_stream(sse(), drain)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest) -> Any:
@@ -305,7 +342,7 @@ def create_app(engines: dict[str, Engine], api_key_hashes: list[str] | None = No
                 yield _send(chunk)
             yield "data: [DONE]\n\n"
 
-        return StreamingResponse(sse(), media_type="text/event-stream")
+        return event_stream(sse(), drain)
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest) -> Any:

@@ -21,7 +21,8 @@ from kaiyuan.serve.engines.base import UnsupportedRequestError
 #
 # Supported: type (and lists of types), properties/required, additionalProperties (a schema, for objects without
 # properties), items/minItems/maxItems, minLength/maxLength, enum, const, anyOf/oneOf, allOf with one member, local
-# $ref. Objects with properties accept only those keys. Numeric bounds, pattern and format are not enforced.
+# $ref. Objects with properties accept only those keys. Any other keyword (minimum, pattern, format, …) is refused
+# with UnsupportedRequestError rather than ignored; annotations (title, description, …) are taken.
 
 WHITESPACE = " \t\n\r"
 MAX_INDENT = 20
@@ -77,6 +78,22 @@ def _literal(values: list[Any]) -> Node:
     return Node("literal", literals=texts, min_len=min(map(len, texts)))
 
 
+# what the decoder enforces, and annotations that constrain nothing; any other keyword is refused, never ignored
+ENFORCED_KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "items", "minItems",
+                               "maxItems", "minLength", "maxLength", "enum", "const", "anyOf", "oneOf", "allOf",
+                               "$ref"})
+ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$schema", "$id", "$comment", "$defs",
+                         "definitions", "deprecated", "readOnly", "writeOnly"})
+
+
+def unsupported_keyword(schema: Any) -> str | None:
+    """The first keyword of ``schema`` (this level; ``compile_schema`` checks every level) not enforced."""
+    for key in schema:
+        if key not in ENFORCED_KEYWORDS | ANNOTATIONS:
+            return key
+    return None
+
+
 def compile_schema(schema: Any, root: Any = None, depth: int = 0) -> Node:
     """The node for a JSON schema (a dict; ``{}`` or ``True`` is any value)."""
     root = schema if root is None else root
@@ -86,6 +103,10 @@ def compile_schema(schema: Any, root: Any = None, depth: int = 0) -> Node:
         return ANY
     if not isinstance(schema, dict):
         raise UnsupportedRequestError("a JSON schema must be an object")
+    keyword = unsupported_keyword(schema)
+    if keyword is not None:
+        raise UnsupportedRequestError(f"the JSON schema keyword {keyword!r} is not supported (the output could not "
+                                      "be held to it)")
     sub = lambda s: compile_schema(s, root, depth + 1)  # noqa: E731
     if "$ref" in schema:
         ref = schema["$ref"]

@@ -128,6 +128,19 @@ class _ResponseWatcher:
             self.metrics.completion_tokens.inc(self.tokens_streamed)
 
 
+UNMATCHED_ROUTE = "unmatched"  # the route label of requests to paths the app does not serve
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """``receive`` that first hands out ``messages`` (the body already read), then the client's next ones."""
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
+
+
 def _has_text(choice: dict[str, Any]) -> bool:
     delta = choice.get("delta") or {}
     return bool(delta.get("content") or choice.get("text"))
@@ -136,6 +149,7 @@ def _has_text(choice: dict[str, Any]) -> bool:
 class OperationsMiddleware:
     def __init__(self, app: Any, limits: ServerLimits, metrics: ServerMetrics) -> None:
         self.app, self.limits, self.metrics = app, limits, metrics
+        self.routes = {getattr(r, "path", None) for r in getattr(app, "routes", [])} - {None}
         self.running = 0
         self.waiting = 0
         self._slot_freed: asyncio.Condition | None = None
@@ -151,18 +165,22 @@ class OperationsMiddleware:
                         "headers": [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]})
             await send({"type": "http.response.body", "body": data})
             return
+        started = time.perf_counter()
+        route = path if path in self.routes else UNMATCHED_ROUTE  # unknown paths share one series
+        if scope["method"] not in ("GET", "HEAD"):  # every body is bounded, whatever the path
+            body = await self._read_body(scope, receive)
+            if isinstance(body, int):  # over the limit: answered without reading the rest
+                self.metrics.requests.labels(route, "413").inc()
+                await _send_json(send, 413, error_body(f"Request body of {body} bytes is over the limit of "
+                                                       f"{self.limits.max_body_bytes} bytes."),
+                                 headers=[(b"connection", b"close")])
+                return
+            receive = _replay(body, receive)
         if not path.startswith("/v1/") or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and int(length) > self.limits.max_body_bytes:
-            self.metrics.requests.labels(path, "413").inc()
-            await _send_json(send, 413, error_body(f"Request body of {int(length)} bytes is over the limit of "
-                                                   f"{self.limits.max_body_bytes} bytes."))
-            return
         if not await self._admit():
-            self.metrics.requests.labels(path, "503").inc()
+            self.metrics.requests.labels(route, "503").inc()
             await _send_json(send, 503, error_body(
                 f"Server busy: {self.running} requests running and {self.waiting} waiting; retry later.",
                 "server_busy_error", code="server_busy"),
@@ -178,8 +196,28 @@ class OperationsMiddleware:
                     "timeout_error", code="request_timeout"))
                 watcher.status = 504
         finally:
-            watcher.finish(path)
+            watcher.finish(route)
             await self._release()
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> list[Message] | int:
+        """The request's body messages, counted as they arrive (a chunked body has no Content-Length to trust); the
+        size seen so far (an int) as soon as it passes ``max_body_bytes``."""
+        limit = self.limits.max_body_bytes
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return int(length)
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages
+            size += len(message.get("body", b""))
+            if size > limit:
+                return size
+            if not message.get("more_body", False):
+                return messages
 
     async def _admit(self) -> bool:
         if self._slot_freed is None:

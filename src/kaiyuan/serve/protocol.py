@@ -14,28 +14,43 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from kaiyuan.serve.engines.base import TokenLogprob
 
+STRICT = ConfigDict(extra="forbid")  # a field we do not apply is refused (400), never silently ignored
+
 
 class FunctionCall(BaseModel):
+    model_config = STRICT
+
     name: str
     arguments: str  # JSON text, as OpenAI sends it
 
 
 class ToolCall(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = STRICT
 
     id: str
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
+# fields OpenAI's clients echo back in an assistant message of the history; taken when empty, refused otherwise
+ECHOED_EMPTY_FIELDS = ("refusal", "annotations", "audio", "function_call")
+
+
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = STRICT
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_echoed_empty_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(data.get(k, 0) in (None, []) for k in ECHOED_EMPTY_FIELDS):
+            return {k: v for k, v in data.items() if not (k in ECHOED_EMPTY_FIELDS and v in (None, []))}
+        return data
 
     def text(self) -> str:
         if self.content is None:
@@ -62,11 +77,13 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    model_config = STRICT
+
     include_usage: bool = False
 
 
 class FunctionDefinition(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = STRICT
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str | None = None
@@ -75,12 +92,14 @@ class FunctionDefinition(BaseModel):
 
 
 class Tool(BaseModel):
+    model_config = STRICT
+
     type: Literal["function"] = "function"
     function: FunctionDefinition
 
 
 class JsonSchemaFormat(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     name: str = "response"
     description: str | None = None
@@ -89,6 +108,8 @@ class JsonSchemaFormat(BaseModel):
 
 
 class ResponseFormat(BaseModel):
+    model_config = STRICT
+
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
@@ -119,7 +140,7 @@ def _stop_list(value: str | list[str] | None) -> list[str] | None:
 class SamplingRequest(BaseModel):
     """What chat and text completions share."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = STRICT
 
     model: str
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
@@ -130,13 +151,32 @@ class SamplingRequest(BaseModel):
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
     seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
-    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)  # accepted, not applied
-    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)  # accepted, not applied
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None  # token id (as a string) → bias in [-100, 100]
+    user: str | None = Field(default=None, max_length=256)  # an end user's id, as OpenAI takes it: no effect on output
 
     @field_validator("stop")
     @classmethod
     def _stop(cls, value: str | list[str] | None) -> list[str] | None:
         return _stop_list(value)
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return None
+        if len(value) > 1024:
+            raise ValueError("logit_bias takes at most 1024 tokens")
+        for key, bias in value.items():
+            if not key.isascii() or not key.isdigit():
+                raise ValueError(f"logit_bias keys must be token ids (non-negative integers), not {key!r}")
+            if not -100 <= bias <= 100 or bias != bias:
+                raise ValueError(f"logit_bias values must lie in [-100, 100], not {bias!r} (token {key})")
+        return value
+
+    def token_bias(self) -> dict[int, float] | None:
+        return {int(k): float(v) for k, v in self.logit_bias.items()} if self.logit_bias else None
 
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
@@ -228,7 +268,7 @@ class CompletionRequest(SamplingRequest):
 
 
 class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = STRICT
 
     model: str
     input: str | list[str] | list[int] | list[list[int]]

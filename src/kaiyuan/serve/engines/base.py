@@ -12,7 +12,33 @@ class ContextLengthError(ValueError):
 
 
 class UnsupportedRequestError(ValueError):
-    """The engine cannot honour a (well-formed) request option, e.g. a JSON schema feature it does not know."""
+    """The engine cannot honour a (well-formed) request option, e.g. a JSON schema feature it does not know.
+    ``param``: the request field to blame (the API layer names it in the 400), when the raiser knows it."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class EngineUnavailableError(RuntimeError):
+    """The engine cannot take requests (its scheduler stopped): the API answers 503."""
+
+
+STALL_AFTER_S = 60.0  # an engine with work that has not advanced for this long reports itself unhealthy
+
+SAMPLING_EPSILON = 1e-5  # a temperature below this samples greedily (as vLLM does): 1 / 2.2e-308 overflows
+
+
+def is_greedy(temperature: float) -> bool:
+    return temperature < SAMPLING_EPSILON
+
+
+def check_logit_bias(params: SamplingParams, vocab_size: int) -> None:
+    """Refuse a ``logit_bias`` naming a token the model does not have."""
+    for token in params.logit_bias or {}:
+        if not 0 <= token < vocab_size:
+            raise UnsupportedRequestError(f"logit_bias names token {token}, but this model's token ids lie in "
+                                          f"[0, {vocab_size})", param="logit_bias")
 
 
 @dataclass
@@ -28,6 +54,9 @@ class SamplingParams:
     json_schema: dict[str, Any] | None = None  # constrain the output to JSON matching this schema ({} = any JSON)
     tools: list[dict[str, Any]] | None = None  # OpenAI-style tool definitions to render into the prompt
     fit_context: bool = False  # shrink max_tokens to the room the prompt leaves instead of raising ContextLengthError
+    logit_bias: dict[int, float] | None = None  # added to the token's logit before sampling (-100 bans it)
+    presence_penalty: float = 0.0  # subtracted from the logit of every token generated so far (OpenAI's rule)
+    frequency_penalty: float = 0.0  # times the number of times the token was generated so far
 
 
 @dataclass
@@ -65,6 +94,9 @@ class Embedding:
 
 
 class Engine(Protocol):
+    """Optional besides: ``health() -> str | None`` (what is wrong, for /health) and ``fatal`` (True once the engine
+    can never serve again: the server then exits so that a supervisor restarts it)."""
+
     model_id: str
     context_length: int
 

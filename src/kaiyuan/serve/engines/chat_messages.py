@@ -4,7 +4,9 @@ prompt for templates without tools, stop strings in streamed text, and logprob e
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+import secrets
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from kaiyuan.serve.engines.base import Generation, StreamEvent, TokenLogprob
@@ -122,3 +124,53 @@ def collect(events: Iterator[StreamEvent]) -> Generation:
     if finish.logprobs is not None:
         finish.logprobs = logprobs
     return finish
+
+
+class SpecialTokenShield:
+    """Message content is text: a control token's spelling inside it (``<|im_end|>``, ``<|im_start|>system``) must
+    not become that control token, or a user could forge a system turn. The policy is vLLM's and llama.cpp's
+    proposed ``--escape-special-in-input``: only the chat template's own markup is tokenized with special tokens
+    parsed; inside message content a special token's text is tokenized as plain text.
+
+    ``shield(messages)`` swaps each special token's text in the messages' content for a placeholder (private-use
+    characters around a per-request random nonce, so content cannot spell one); the template renders as usual;
+    ``tokenize`` then tokenizes the markup between placeholders with special tokens parsed and each placeholder's
+    text without. Content without special-token text is rendered and tokenized exactly as before."""
+
+    def __init__(self, specials: Iterable[str]) -> None:
+        texts = sorted({s for s in specials if s}, key=len, reverse=True)
+        self.pattern = re.compile("|".join(map(re.escape, texts))) if texts else None
+
+    def shield(self, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """``messages`` with special-token text in their content replaced, and the placeholders' texts."""
+        literals: dict[str, str] = {}
+        if self.pattern is None:
+            return messages, literals
+        nonce = secrets.token_hex(8)
+
+        def placeholder(match: re.Match[str]) -> str:
+            key = f"\ue000{nonce}{len(literals)}\ue001"
+            literals[key] = match.group(0)
+            return key
+
+        out = []
+        for message in messages:
+            content = message.get("content")
+            if isinstance(content, str) and self.pattern.search(content):
+                message = {**message, "content": self.pattern.sub(placeholder, content)}
+            out.append(message)
+        return out, literals
+
+    @staticmethod
+    def tokenize(text: str, literals: dict[str, str], markup: Callable[[str], list[int]],
+                 plain: Callable[[str], list[int]]) -> list[int]:
+        """Token ids of a prompt rendered from shielded messages: ``markup(part)`` parses special tokens,
+        ``plain(part)`` does not."""
+        if not literals:
+            return markup(text)
+        split = re.compile("(" + "|".join(map(re.escape, literals)) + ")")
+        ids: list[int] = []
+        for i, part in enumerate(split.split(text)):
+            if part:
+                ids += plain(literals[part]) if i % 2 else markup(part)
+        return ids

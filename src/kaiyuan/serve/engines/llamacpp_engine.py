@@ -32,24 +32,30 @@ import json
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kaiyuan.serve.engines.base import (
+    STALL_AFTER_S,
     ContextLengthError,
+    EngineUnavailableError,
     Generation,
     SamplingParams,
     StreamEvent,
     TokenLogprob,
     UnsupportedRequestError,
+    check_logit_bias,
+    is_greedy,
 )
 from kaiyuan.serve.engines.chat_messages import (
     LogprobAligner,
+    SpecialTokenShield,
     StopTrimmer,
     collect,
     describe_tools,
@@ -82,6 +88,7 @@ class _Request:
     kv_tokens: list[int] = field(default_factory=list)  # the tokens whose KV cells this sequence holds
     pending: int = -1  # the last sampled token, to be decoded next
     completion_tokens: int = 0
+    generated: list[int] = field(default_factory=list)  # the sampled tokens (for presence / frequency penalties)
     decoder: Any = None
     trimmer: StopTrimmer | None = None
     grammar: _Grammar | None = None  # the JSON constraint
@@ -103,9 +110,24 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def adjust_logits(logits: np.ndarray, generated: list[int], params: SamplingParams) -> np.ndarray:
+    """OpenAI's presence and frequency penalties (over the tokens generated so far) and ``logit_bias`` on a copy of
+    ``logits`` (the transformers engine's rule); ``logits`` itself when there is nothing to apply."""
+    penalize = (params.presence_penalty or params.frequency_penalty) and generated
+    if not penalize and not params.logit_bias:
+        return logits
+    out = np.array(logits, dtype=np.float32, copy=True)
+    if penalize:
+        ids, counts = np.unique(np.asarray(generated, dtype=np.int64), return_counts=True)
+        out[ids] -= (counts * params.frequency_penalty + params.presence_penalty).astype(np.float32)
+    for token, bias in (params.logit_bias or {}).items():
+        out[token] += np.float32(bias)
+    return out
+
+
 def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
     """Greedy when ``temperature`` is 0, else temperature + top-k + nucleus (top-p) sampling drawn from ``rng``."""
-    if params.temperature <= 0:
+    if is_greedy(params.temperature):
         return int(np.argmax(logits))
     scaled = logits.astype(np.float64) / params.temperature
     top_k = getattr(params, "top_k", 0) or 0
@@ -136,7 +158,8 @@ def _grammar_text(schema_json: str) -> str:
     try:
         return json_schema_to_gbnf(schema_json)
     except Exception as exc:  # the converter raises whatever it meets (ValueError, KeyError, NotImplementedError)
-        raise UnsupportedRequestError(f"the JSON schema cannot be turned into a grammar: {exc!r}") from exc
+        raise UnsupportedRequestError(f"the JSON schema cannot be turned into a grammar: {exc!r}",
+                                      param="response_format") from exc
 
 
 class _Grammar:
@@ -222,6 +245,9 @@ class LlamaCppEngine:
         self._closed = threading.Event()  # no new requests (closed, or the scheduler died)
         self._submit = threading.Lock()
         self._freed = False
+        self._error: BaseException | None = None  # what stopped the scheduler, if it died
+        self._last_progress = time.monotonic()
+        self.stall_after_s = STALL_AFTER_S
         self._thread = threading.Thread(target=self._loop, name=f"llamacpp-{model_id}", daemon=True)
         self._thread.start()
 
@@ -259,14 +285,29 @@ class LlamaCppEngine:
         except (jinja2.TemplateError, ValueError) as exc:  # ValueError: the template's raise_exception
             raise UnsupportedRequestError(f"the chat template rejected the messages: {exc}") from exc
 
-    def prompt_ids(self, messages: list[dict[str, Any]], params: SamplingParams) -> list[int]:
-        return self._check(self._tokenize(self.prompt_text(messages, params.tools)), params)
+    @cached_property
+    def shield(self) -> SpecialTokenShield:
+        """Control and user-defined tokens: the ones llama.cpp's tokenizer parses out of text when asked to."""
+        kinds = self._llama.LLAMA_TOKEN_ATTR_CONTROL | self._llama.LLAMA_TOKEN_ATTR_USER_DEFINED
+        vocab = self.model.vocab
+        return SpecialTokenShield(self.model.token_get_text(i) for i in range(self.n_vocab)
+                                  if self._llama.llama_vocab_get_attr(vocab, i) & kinds or self._special[i])
 
-    def _tokenize(self, text: str) -> list[int]:
-        ids = self.model.tokenize(text.encode("utf-8"), False, True)
+    def prompt_ids(self, messages: list[dict[str, Any]], params: SamplingParams) -> list[int]:
+        """The chat prompt's token ids: the template's markup with special tokens, message content as text."""
+        shielded, literals = self.shield.shield(messages)
+        ids = self.shield.tokenize(self.prompt_text(shielded, params.tools), literals,
+                                   markup=lambda text: self.model.tokenize(text.encode("utf-8"), False, True),
+                                   plain=lambda text: self.model.tokenize(text.encode("utf-8"), False, False))
+        return self._check(self._with_bos(ids), params)
+
+    def _with_bos(self, ids: list[int]) -> list[int]:
         if self.model.add_bos_token() and self.bos_id >= 0 and ids[:1] != [self.bos_id]:
             ids = [self.bos_id, *ids]
         return ids
+
+    def _tokenize(self, text: str) -> list[int]:
+        return self._with_bos(self.model.tokenize(text.encode("utf-8"), False, True))
 
     def _check(self, ids: list[int], params: SamplingParams) -> list[int]:
         if not ids:
@@ -311,10 +352,13 @@ class LlamaCppEngine:
         if params.max_tokens <= 0:
             yield StreamEvent("", Generation("", "length", len(ids), 0, logprobs=[] if params.logprobs else None))
             return
-        request = _Request(ids, params, np.random.default_rng(params.seed), grammar=grammar)
+        check_logit_bias(params, self.n_vocab)
+        seed = None if params.seed is None else params.seed % 2**64  # numpy takes no negative seeds
+        request = _Request(ids, params, np.random.default_rng(seed), grammar=grammar)
         with self._submit:
             if self._closed.is_set():
-                raise RuntimeError(f"engine {self.model_id} is closed")
+                raise EngineUnavailableError(f"engine {self.model_id} is closed"
+                                             + (f" (its scheduler failed: {self._error!r})" if self._error else ""))
             self._queue.put(request)
         try:
             while True:
@@ -326,6 +370,24 @@ class LlamaCppEngine:
                     return
         finally:  # also when the consumer goes away (generator closed): the scheduler drops the sequence
             request.cancelled.set()
+
+    @property
+    def fatal(self) -> bool:
+        """The scheduler died (a failed decode): this engine serves no more."""
+        return self._error is not None
+
+    def health(self) -> str | None:
+        if self._error is not None:
+            return f"scheduler stopped: {self._error!r}"
+        idle_for = time.monotonic() - self._last_progress
+        if self._running and idle_for > self.stall_after_s:
+            return f"scheduler stalled: no decode ended for {idle_for:.0f} s with sequences running"
+        return None
+
+    @property
+    def kv_cells_in_use(self) -> int:
+        """KV cells held by running sequences (a free slot's cached prefix is not counted)."""
+        return sum(len(r.kv_tokens) for r in list(self._running))
 
     @property
     def active_requests(self) -> int:
@@ -363,7 +425,7 @@ class LlamaCppEngine:
                     self._step()
             error: BaseException = RuntimeError(f"engine {self.model_id} was closed")
         except BaseException as exc:  # a failed decode: every request learns about it
-            error = exc
+            error = self._error = exc
         with self._submit:
             self._closed.set()
         self._fail_all(error)
@@ -416,6 +478,7 @@ class LlamaCppEngine:
         self.stats.requests_finished += 1
 
     def _step(self) -> None:
+        self._last_progress = time.monotonic()
         llama, batch = self._llama, self.batch
         n = 0
         outputs: list[tuple[_Request, int]] = []
@@ -464,10 +527,11 @@ class LlamaCppEngine:
     def _choose(self, request: _Request, logits: np.ndarray) -> tuple[int, TokenLogprob | None]:
         """The next token (sampled within the request's grammar, if any) and, when asked for, its logprob entry."""
         params = request.params
+        scores = adjust_logits(logits, request.generated, params)
         if request.grammar is None:
-            token = sample_token(logits, params, request.rng)
+            token = sample_token(scores, params, request.rng)
         else:
-            token = self._constrained(request.grammar, logits, params, request.rng)
+            token = self._constrained(request.grammar, scores, params, request.rng)
             if not self._eog[token]:
                 self._llama.llama_sampler_accept(request.grammar.sampler, token)
         entry = None
@@ -479,7 +543,7 @@ class LlamaCppEngine:
                      rng: np.random.Generator) -> int:
         """``sample_token`` over the tokens the grammar allows next (only end-of-turn ones once the JSON is done)."""
         llama = self._llama
-        if params.temperature <= 0:  # greedy: the best token, if the grammar takes it (as llama.cpp's common does)
+        if is_greedy(params.temperature):  # the best token, if the grammar takes it (as llama.cpp's common does)
             best = int(np.argmax(logits))
             if not self._special[best] or self._eog[best]:
                 single = self._single
@@ -525,6 +589,7 @@ class LlamaCppEngine:
     def _advance(self, request: _Request, token: int, entry: TokenLogprob | None = None) -> None:
         assert request.trimmer is not None
         request.completion_tokens += 1
+        request.generated.append(token)
         self.stats.tokens_generated += 1
         if self._eog[token]:
             return self._finish(request, "stop")

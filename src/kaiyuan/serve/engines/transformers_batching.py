@@ -29,6 +29,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Collection, Hashable, Iterator
 from contextlib import AbstractContextManager
@@ -37,7 +38,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from kaiyuan.serve.engines.base import SamplingParams
+from kaiyuan.serve.engines.base import SamplingParams, is_greedy
 
 Select = Callable[[Hashable], AbstractContextManager[Any]]
 
@@ -99,7 +100,7 @@ class BatchRequest:
 def sample(scores: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
     """Greedy when ``temperature`` is 0; else temperature, top-k and top-p (as transformers' warpers apply them, in
     that order) and a draw from ``generator``. ``scores``: one row of logits."""
-    if params.temperature <= 0:
+    if is_greedy(params.temperature):
         return int(scores.argmax())
     scores = scores / params.temperature
     if 0 < params.top_k < scores.numel():
@@ -110,6 +111,20 @@ def sample(scores: torch.Tensor, params: SamplingParams, generator: torch.Genera
         drop[-1] = False
         scores = scores.masked_fill(drop.scatter(0, order, drop), float("-inf"))
     return int(torch.multinomial(scores.softmax(dim=-1), 1, generator=generator))
+
+
+def adjust_logits(scores: torch.Tensor, generated: list[int], params: SamplingParams) -> torch.Tensor:
+    """OpenAI's presence and frequency penalties (over the tokens generated so far) and ``logit_bias``, on one row
+    of logits: ``logit[j] - count[j] * frequency_penalty - (count[j] > 0) * presence_penalty + bias[j]``."""
+    if (params.presence_penalty or params.frequency_penalty) and generated:
+        ids, counts = torch.unique(torch.tensor(generated, device=scores.device), return_counts=True)
+        penalty = counts.to(scores.dtype) * params.frequency_penalty + params.presence_penalty
+        scores = scores.index_add(0, ids, -penalty)
+    if params.logit_bias:
+        ids = torch.tensor(list(params.logit_bias), device=scores.device)
+        scores = scores.index_add(0, ids, torch.tensor(list(params.logit_bias.values()), dtype=scores.dtype,
+                                                       device=scores.device))
+    return scores
 
 
 def _logprobs(row: torch.Tensor, token: int, top: int) -> TokenLogprobs:
@@ -144,6 +159,9 @@ def _accepts(model: Any, argument: str) -> bool:
     return argument in inspect.signature(base.forward).parameters
 
 
+_on_scheduler_thread = threading.local()  # .active: this thread runs a scheduler's loop
+
+
 class BatchScheduler:
     """Runs the requests for one model in batches on a thread of its own (see the module docstring)."""
 
@@ -167,6 +185,17 @@ class BatchScheduler:
         self._cache: Any = None
         self._mask: torch.Tensor | None = None  # [rows, cache width]: 1 where a row has a token
         self._spliceable = False
+        self.last_progress = time.monotonic()  # when the thread last admitted work or ran a forward pass
+        self.last_error: BaseException | None = None  # what ended the thread last time it failed
+        self._in_forward = False  # a forward pass is running (its rows may be in neither list yet)
+
+    def health(self, stall_after_s: float) -> str | None:
+        """What is wrong (for /health), or None: work waiting while no forward pass has ended for too long."""
+        busy = bool(self._rows or self._waiting or self._in_forward)
+        idle_for = time.monotonic() - self.last_progress
+        if busy and idle_for > stall_after_s:
+            return f"batching thread stalled: no forward pass ended for {idle_for:.0f} s with work waiting"
+        return None
 
     # -- any thread ----------------------------------------------------------------------------------------------
 
@@ -174,15 +203,24 @@ class BatchScheduler:
         with self._mutex:
             self._waiting.append(request)
             if self._thread is None:
+                self.last_progress = time.monotonic()
                 self._thread = threading.Thread(target=self._loop, name=f"batching-{self.name}", daemon=True)
                 self._thread.start()
 
     def cancel(self, request: BatchRequest) -> None:
         """Stop ``request`` (its consumer went away) and wait until no more tokens are produced for it (the
-        scheduler notices before its next forward pass)."""
+        scheduler notices before its next forward pass).
+
+        Called on the scheduler thread itself — a consumer's generator can be closed there by the garbage
+        collector — it only marks the request: that thread is the one that releases it, so waiting would wait
+        forever."""
         request.cancelled.set()
+        if getattr(_on_scheduler_thread, "active", False):
+            return
         while not request.released.wait(timeout=1):
-            if sys.is_finalizing():  # the scheduler thread is gone with the interpreter
+            with self._mutex:
+                running = self._thread is not None and self._thread.is_alive()
+            if sys.is_finalizing() or not running:  # the scheduler thread is gone (with the interpreter)
                 return
 
     @property
@@ -198,6 +236,7 @@ class BatchScheduler:
     # -- the scheduler thread ------------------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        _on_scheduler_thread.active = True
         try:
             with torch.inference_mode():
                 while (newcomers := self._admit()) is not None:
@@ -205,7 +244,8 @@ class BatchScheduler:
                         self._prefill(newcomers)
                     if self._rows:
                         self._decode()
-        except BaseException as exc:  # a bug: fail everything rather than leave consumers waiting
+        except BaseException as exc:  # a bug: fail everything rather than leave consumers waiting; the next
+            self.last_error = exc  # submit starts a fresh thread
             with self._mutex:
                 self._thread = None
                 waiting, self._waiting = list(self._waiting), deque()
@@ -233,8 +273,13 @@ class BatchScheduler:
             return taken
 
     def _forward(self, group: Hashable, **inputs: Any) -> Any:
-        with self.select(group):
-            output = self.model(**inputs, use_cache=True)
+        self._in_forward = True
+        try:
+            with self.select(group):
+                output = self.model(**inputs, use_cache=True)
+        finally:
+            self._in_forward = False
+            self.last_progress = time.monotonic()
         rows = inputs["input_ids"].shape[0]
         self.stats.forward_calls += 1
         self.stats.max_batch_sequences = max(self.stats.max_batch_sequences, rows)
@@ -308,10 +353,11 @@ class BatchScheduler:
                 penalty = request.repetition_penalty
                 scores = scores.scatter(0, seen, torch.where(picked < 0, picked * penalty, picked / penalty))
             row = torch.log_softmax(scores, dim=-1) if request.params.logprobs else None
+            scores = adjust_logits(scores, request.generated, request.params)
             if request.constraint is not None:
                 generated = torch.tensor([request.generated], dtype=torch.long)
                 scores = request.constraint(generated, scores[None])[0]
-            if request.generator is None and request.params.temperature > 0:
+            if request.generator is None and not is_greedy(request.params.temperature):
                 request.generator = torch.Generator(device=scores.device)
                 if request.params.seed is None:
                     request.generator.seed()

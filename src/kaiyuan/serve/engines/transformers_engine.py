@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from kaiyuan.data.templates import chat_template_of, end_of_turn_token_ids, prompt_text
 from kaiyuan.serve.engines.base import (
+    STALL_AFTER_S,
     ContextLengthError,
     Embedding,
     Generation,
@@ -31,9 +32,11 @@ from kaiyuan.serve.engines.base import (
     StreamEvent,
     TokenLogprob,
     UnsupportedRequestError,
+    check_logit_bias,
 )
 from kaiyuan.serve.engines.chat_messages import (
     LogprobAligner,
+    SpecialTokenShield,
     StopTrimmer,
     collect,
     describe_tools,
@@ -146,6 +149,11 @@ class TransformersEngine:
         self.scheduler = scheduler or BatchScheduler(model, max_batch_size, select=lambda group: self._lock,
                                                      name=model_id)
 
+    stall_after_s = STALL_AFTER_S
+
+    def health(self) -> str | None:
+        return self.scheduler.health(self.stall_after_s)
+
     @classmethod
     def from_reference(cls, ref: str, model_id: str | None = None, max_batch_size: int = 8) -> TransformersEngine:
         from kaiyuan.models import load_model
@@ -199,9 +207,21 @@ class TransformersEngine:
                 "Please reduce your prompt; or completion length.")
         return params
 
+    @cached_property
+    def shield(self) -> SpecialTokenShield:
+        added = getattr(self.tokenizer, "added_tokens_decoder", {})
+        return SpecialTokenShield([*self.tokenizer.all_special_tokens, *(t.content for t in added.values())])
+
+    def prompt_ids(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        """The chat prompt's token ids: the template's markup with special tokens, message content as text."""
+        shielded, literals = self.shield.shield(messages)
+        return self.shield.tokenize(
+            self.render(shielded, tools), literals,
+            markup=lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"],
+            plain=lambda text: self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
     def _prompt_ids(self, messages: list[dict[str, Any]], params: SamplingParams) -> list[int]:
-        text = self.render(messages, params.tools)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self.prompt_ids(messages, params.tools)
         self._fit(ids, params)
         return ids
 
@@ -268,6 +288,7 @@ class TransformersEngine:
             yield StreamEvent("", Generation("", "length", len(prompt_ids), 0,
                                              logprobs=[] if params.logprobs else None))
             return
+        check_logit_bias(params, self.model.get_output_embeddings().weight.shape[0])
         node = compiled_schema(params.json_schema) if params.json_schema is not None else None
         constraint = None if node is None else JsonLogitsProcessor(
             self.json_index, self.vocab.texts, node, 0, params.max_tokens, self.stop_token_ids)

@@ -84,7 +84,8 @@ class VLLMEngine:
                 "completion). Please reduce the length of the prompt or completion.")
         return VSamplingParams(max_tokens=max_tokens, temperature=params.temperature, top_p=params.top_p,
                                top_k=params.top_k if params.top_k > 0 else -1, stop=params.stop or None,
-                               seed=params.seed)
+                               seed=params.seed, presence_penalty=params.presence_penalty,
+                               frequency_penalty=params.frequency_penalty, logit_bias=params.logit_bias)
 
     def _run(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
         sampling = self._sampling(params, len(prompt_ids))
