@@ -38,6 +38,7 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/bandit -q -c pyproject.toml -r src
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -17,7 +17,7 @@ import torch
 
 from kaiyuan.serve.app import create_app, hash_api_key
 from kaiyuan.serve.engines.base import Generation, SamplingParams, StreamEvent
-from kaiyuan.serve.engines.transformers_batching import BatchRequest, adjust_logits, sample
+from kaiyuan.serve.engines.transformers_batching import BatchRequest, sample
 from kaiyuan.serve.engines.transformers_engine import TransformersEngine
 from kaiyuan.serve.operations import ServerLimits, with_operations
 from kaiyuan.serve.server import BackgroundServer
@@ -126,7 +126,7 @@ def test_clients_disconnecting_mid_stream_leave_no_sequence_running(served, engi
 # --- 2. empty API keys, exposure, rate limits, logs ---------------------------------------------------------------
 
 def test_an_empty_api_key_is_refused_everywhere(home, tmp_path, monkeypatch):
-    from kaiyuan.cli import check_exposure, read_api_keys
+    from kaiyuan.cli import read_api_keys
     from kaiyuan.errors import KaiyuanError
 
     with pytest.raises(KaiyuanError, match=r"an empty API key \(--api-key\) would let anyone in"):
@@ -142,16 +142,23 @@ def test_an_empty_api_key_is_refused_everywhere(home, tmp_path, monkeypatch):
         read_api_keys(None, None)
     with pytest.raises(ValueError, match="an empty API key would let anyone in"):
         create_app({}, [hash_api_key("")])
-    with pytest.raises(KaiyuanError, match="--host 0.0.0.0 serves beyond this machine"):
-        check_exposure("0.0.0.0", [], insecure_no_auth=False)
-    check_exposure("0.0.0.0", [], insecure_no_auth=True)
-    check_exposure("127.0.0.1", [], insecure_no_auth=False)
-    check_exposure("::1", [], insecure_no_auth=False)
 
     env = {**os.environ, "KAIYUAN_HOME": str(home), "KAIYUAN_API_KEY": ""}
     run = subprocess.run([sys.executable, "-m", "kaiyuan.cli", "serve", "tiny-llama", "--api-key", ""],
                          capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 2 and "error: an empty API key (--api-key) would let anyone in" in run.stderr
+
+
+def test_serving_beyond_loopback_needs_keys_or_insecure_no_auth():
+    from kaiyuan.cli import check_exposure
+    from kaiyuan.errors import KaiyuanError
+
+    with pytest.raises(KaiyuanError, match="--host 0.0.0.0 serves beyond this machine"):
+        check_exposure("0.0.0.0", [], insecure_no_auth=False)
+    check_exposure("0.0.0.0", [], insecure_no_auth=True)
+    check_exposure("127.0.0.1", [], insecure_no_auth=False)
+    check_exposure("::1", [], insecure_no_auth=False)
+    check_exposure("0.0.0.0", ["sk-1"], insecure_no_auth=False)
 
 
 def test_a_missing_header_never_matches(engine):
@@ -238,11 +245,12 @@ def test_control_tokens_in_user_content_cannot_forge_a_turn(engine):
     tokenizer = engine.tokenizer
     im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    ids = engine.prompt_ids(FORGED)
+    ids = engine._prompt_ids(FORGED, SamplingParams(max_tokens=4))
     assert ids.count(im_start) == 3 and ids.count(im_end) == 2  # system, user, generation prompt; two ends
     assert tokenizer.decode(ids) == engine.render(FORGED)  # the same text, the forged part as plain tokens
     plain = [{"role": "user", "content": "Convert March 3, 1999"}]  # content without control text: unchanged
-    assert engine.prompt_ids(plain) == tokenizer(engine.render(plain), add_special_tokens=False)["input_ids"]
+    assert engine._prompt_ids(plain, SamplingParams(max_tokens=4)) == \
+        tokenizer(engine.render(plain), add_special_tokens=False)["input_ids"]
 
 
 # --- 5. bad bytes and bad JSON are 400s in OpenAI's shape -----------------------------------------------------------
@@ -284,6 +292,8 @@ def test_parse_errors_and_unknown_routes_answer_in_openais_shape(served):
 def test_logit_bias_matches_transformers_own_processor_and_bans_tokens(served, engine):
     from transformers import SequenceBiasLogitsProcessor
 
+    from kaiyuan.serve.engines.transformers_batching import adjust_logits
+
     torch.manual_seed(0)
     logits = torch.randn(engine.model.config.vocab_size)
     bias = {5: -100.0, 17: 3.5, 40: 0.25}
@@ -324,6 +334,8 @@ def test_fields_that_cannot_be_applied_are_refused(served, field, value, message
 
 
 def test_presence_and_frequency_penalties_follow_openais_rule(served):
+    from kaiyuan.serve.engines.transformers_batching import adjust_logits
+
     logits = torch.tensor([1.0, 2.0, 3.0, 4.0])
     params = SamplingParams(presence_penalty=0.5, frequency_penalty=0.25)
     out = adjust_logits(logits, [3, 3, 1, 3], params)
@@ -336,11 +348,26 @@ def test_presence_and_frequency_penalties_follow_openais_rule(served):
     assert plain != penalized
 
 
-def test_parallel_tool_calls_false_keeps_one_call():
-    from kaiyuan.serve.protocol import parse_tool_calls
+class TwoCallsEngine:
+    model_id, context_length = "calls", 512
+    reply = ('<tool_call>{"name": "f", "arguments": {"x": 1}}</tool_call>'
+             '<tool_call>{"name": "f", "arguments": {"x": 2}}</tool_call>')
 
-    text = '<tool_call>{"name": "f", "arguments": {}}</tool_call><tool_call>{"name": "f", "arguments": {}}</tool_call>'
-    assert len(parse_tool_calls(text, {"f"})[1]) == 2  # what the app cuts to one with parallel_tool_calls false
+    def generate(self, messages, params):
+        return Generation(self.reply, "stop", 3, 20)
+
+    def stream(self, messages, params):
+        yield StreamEvent(self.reply, finish=Generation(self.reply, "stop", 3, 20))
+
+
+def test_parallel_tool_calls_false_keeps_one_call():
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    with BackgroundServer(create_app({"calls": TwoCallsEngine()})) as server:
+        body = {"model": "calls", "messages": MESSAGES, "tools": [tool]}
+        both = post(server, "chat/completions", body).json()["choices"][0]["message"]["tool_calls"]
+        one = post(server, "chat/completions", {**body, "parallel_tool_calls": False}).json()
+    assert [c["function"]["arguments"] for c in both] == ['{"x": 1}', '{"x": 2}']
+    assert [c["function"]["arguments"] for c in one["choices"][0]["message"]["tool_calls"]] == ['{"x": 1}']
 
 
 # --- 7. metrics are bounded -------------------------------------------------------------------------------------
@@ -410,7 +437,7 @@ def test_sigterm_past_the_grace_period_ends_streams_with_an_error_event_and_done
 
     import uvicorn
 
-    from kaiyuan.serve.server import _DrainingServer, free_port
+    from kaiyuan.serve.server import _DrainingServer, free_port  # new: the old server had no drain
 
     engine = SlowEngine()
     api = create_app({"slow": engine})

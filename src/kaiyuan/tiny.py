@@ -55,7 +55,7 @@ def build_tokenizer(seed: int = 0, vocab_size: int = 512, template: str = "chatm
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(_corpus(seed), trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS_FOR_TEMPLATE[template],
-                                   pad_token="<|pad|>", bos_token="<|endoftext|>",
+                                   pad_token="<|pad|>", bos_token="<|endoftext|>",  # nosec B106: a token, no password
                                    additional_special_tokens=[t for t in SPECIAL_TOKENS
                                                               if t not in (EOS_FOR_TEMPLATE[template],
                                                                            "<|pad|>", "<|endoftext|>")])

@@ -32,7 +32,8 @@ class RequestCache:
             chunk = keys[start: start + 500]
             marks = ",".join("?" * len(chunk))
             for request, result in self.db.execute(
-                    f"SELECT request, result FROM requests WHERE model = ? AND kind = ? AND request IN ({marks})",
+                    # nosec B608: only "?" placeholders are formatted in; every value is a bound parameter
+                    f"SELECT request, result FROM requests WHERE model = ? AND kind = ? AND request IN ({marks})",  # nosec B608
                     [self.model_hash, kind, *chunk]):
                 found[request] = json.loads(result)
         self.hits += len(found)

@@ -201,7 +201,7 @@ def export_ollama(source: Artifact, quant: str = "f16", name: str | None = None,
     from transformers import AutoTokenizer
 
     registry = registry or Registry()
-    tokenizer = AutoTokenizer.from_pretrained(source.path)
+    tokenizer = AutoTokenizer.from_pretrained(source.path)  # nosec B615: a local artifact directory, not a hub id
     if (_family_by_name(template) if template else detect_family(tokenizer.chat_template)) is None:
         translate_template(tokenizer, GGUFFacts(None, 0, False, "", ""), template)  # unknown: fail before converting
     with ArtifactWriter("export", name or f"{source.name}-{quant}-ollama", license=source.license,

@@ -170,6 +170,22 @@ def create_app(engines: dict[str, Engine], api_key_hashes: list[str] | None = No
                                 param="model", code="model_not_found")
         return engine, None
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema, with ``model`` an enum of the served names (what the server accepts, for clients and
+        fuzzers alike)."""
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            for name, component in schema.get("components", {}).get("schemas", {}).items():
+                model = component.get("properties", {}).get("model")
+                if name.endswith("Request") and model is not None and engines:
+                    model["enum"] = list(engines)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.get("/health")
     async def health() -> Any:
         """200 {"status": "ok"}; 503 while draining, or when an engine says what is wrong with it."""

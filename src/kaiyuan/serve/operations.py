@@ -56,6 +56,24 @@ class ServerMetrics:
         self.queue_depth = Gauge("kaiyuan_queue_depth", "Requests waiting for a slot.", registry=self.registry)
         self.running = Gauge("kaiyuan_running_requests", "Requests being served.", registry=self.registry)
 
+    def watch_engines(self, engines: dict[str, Any]) -> None:
+        """Per-model gauges read at scrape time: sequences running in the engine and KV cells they hold."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        class EngineCollector:
+            def collect(self) -> Any:
+                running = GaugeMetricFamily("kaiyuan_engine_running_sequences", "Sequences the engine is decoding.",
+                                            labels=["model"])
+                cells = GaugeMetricFamily("kaiyuan_engine_kv_cells", "KV cache cells held by running sequences.",
+                                          labels=["model"])
+                for name, engine in engines.items():
+                    running.add_metric([name], float(getattr(engine, "active_requests", 0) or 0))
+                    cells.add_metric([name], float(getattr(engine, "kv_cells_in_use", 0) or 0))
+                yield running
+                yield cells
+
+        self.registry.register(EngineCollector())
+
     def exposition(self) -> bytes:
         from prometheus_client import generate_latest
 
@@ -250,4 +268,8 @@ class OperationsMiddleware:
 
 def with_operations(app: Any, limits: ServerLimits | None = None) -> OperationsMiddleware:
     """The app behind admission limits, with a public Prometheus ``/metrics``."""
-    return OperationsMiddleware(app, limits or ServerLimits(), ServerMetrics())
+    metrics = ServerMetrics()
+    engines = getattr(getattr(app, "state", None), "engines", None)
+    if engines:
+        metrics.watch_engines(engines)
+    return OperationsMiddleware(app, limits or ServerLimits(), metrics)

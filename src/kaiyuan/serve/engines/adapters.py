@@ -99,7 +99,7 @@ def _adapter_tokenizer(adapter: Artifact, base_tokenizer: Any) -> Any:
 
     if not (adapter.path / "tokenizer_config.json").is_file():
         return base_tokenizer
-    tokenizer = AutoTokenizer.from_pretrained(adapter.path)
+    tokenizer = AutoTokenizer.from_pretrained(adapter.path)  # nosec B615: a local artifact directory
     if len(tokenizer) != len(base_tokenizer):
         raise KaiyuanError(f"adapter {adapter.name!r} changes the vocabulary ({len(tokenizer)} tokens, the base has "
                            f"{len(base_tokenizer)}); it cannot share the base model with other adapters")

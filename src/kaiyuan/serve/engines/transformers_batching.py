@@ -229,6 +229,12 @@ class BatchScheduler:
         return len(self._rows)
 
     @property
+    def kv_cells_in_use(self) -> int:
+        """Token positions the running batch holds keys and values for (0 once nothing runs)."""
+        mask = self._mask
+        return int(mask.sum()) if mask is not None and self._rows else 0
+
+    @property
     def waiting_requests(self) -> int:
         """Requests queued for a place in the batch."""
         return len(self._waiting)

@@ -154,6 +154,14 @@ class TransformersEngine:
     def health(self) -> str | None:
         return self.scheduler.health(self.stall_after_s)
 
+    @property
+    def active_requests(self) -> int:
+        return self.scheduler.active_requests
+
+    @property
+    def kv_cells_in_use(self) -> int:
+        return self.scheduler.kv_cells_in_use
+
     @classmethod
     def from_reference(cls, ref: str, model_id: str | None = None, max_batch_size: int = 8) -> TransformersEngine:
         from kaiyuan.models import load_model
