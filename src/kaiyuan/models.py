@@ -38,8 +38,13 @@ class LoadedModel:
 
 
 def resolve_model(ref: str, registry: Registry | None = None, allow_pickle: bool = False) -> Artifact:
-    """The registered model or adapter artifact for ``ref`` (importing it first when needed)."""
+    """The registered model or adapter artifact for ``ref`` (importing it first when needed), once its files are
+    checked against its manifest (:meth:`Registry.ensure_intact`: hashed once, then cached by file stat)."""
     registry = registry or Registry()
+    return registry.ensure_intact(_resolve_model(ref, registry, allow_pickle))
+
+
+def _resolve_model(ref: str, registry: Registry, allow_pickle: bool) -> Artifact:
     tiny = TINY_PATTERN.match(ref)
     if tiny:
         return create_tiny_llama(template=tiny["template"] or "chatml", seed=int(tiny["seed"] or 0),
@@ -199,7 +204,7 @@ def base_of(artifact: Artifact, registry: Registry | None = None) -> Artifact:
     registry = registry or Registry()
     for parent_id, relation in registry.parents(artifact.id):
         if relation == "adapter":
-            return registry.get(parent_id)
+            return registry.ensure_intact(registry.get(parent_id))
     config_file = artifact.path / "adapter_config.json"
     base_ref = json.loads(config_file.read_text()).get("base_model_name_or_path") if config_file.is_file() else None
     if base_ref:
@@ -210,12 +215,13 @@ def base_of(artifact: Artifact, registry: Registry | None = None) -> Artifact:
 def load_model(ref: str | Artifact, registry: Registry | None = None, dtype: str = "float32",
                merge_adapter: bool = False, for_training: bool = False, quantization_config: Any = None
                ) -> LoadedModel:
-    """Tokenizer and model for a reference; adapters are applied on top of their base model."""
+    """Tokenizer and model for a reference; adapters are applied on top of their base model. A registered
+    artifact whose files no longer match its manifest is refused (ArtifactCorruptError), never loaded."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     registry = registry or Registry()
-    artifact = ref if isinstance(ref, Artifact) else resolve_model(ref, registry)
+    artifact = registry.ensure_intact(ref) if isinstance(ref, Artifact) else resolve_model(ref, registry)
     torch_dtype = getattr(torch, dtype)
     if artifact.kind == "adapter":
         from peft import PeftModel

@@ -414,12 +414,14 @@ def file_stem(name: str) -> str:
 
 
 def registered_gguf(source: Artifact, quant: str, converter: Converter, registry: Registry) -> Artifact | None:
-    """The newest registered GGUF (or Ollama) export of ``source`` at ``quant`` made by the same converter."""
+    """The newest registered GGUF (or Ollama) export of ``source`` at ``quant`` made by the same converter, whose
+    files still match its manifest (a damaged one is not copied into a new export)."""
     for artifact in reversed(registry.list("export")):
         config, metrics = artifact.manifest.get("config", {}), artifact.manifest.get("metrics", {})
         if (config.get("format") in ("gguf", "ollama") and config.get("source_model") == source.id
                 and config.get("quant") == quant and config.get("converter", {}).get("sha256") == converter.sha256
-                and not metrics.get("checks_failed") and (artifact.path / config.get("file", "")).is_file()):
+                and not metrics.get("checks_failed") and (artifact.path / config.get("file", "")).is_file()
+                and registry.is_intact(artifact)):
             return artifact
     return None
 

@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,11 +78,14 @@ class Manifest:
         return cls(**data)
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+def file_sha256(path: Path, chunk: int = 1 << 20, progress: Callable[[int], None] | None = None) -> str:
+    """sha256 of a file, read in chunks; ``progress`` is called with the size of each chunk read."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
+            if progress is not None:
+                progress(len(block))
     return digest.hexdigest()
 
 
@@ -89,13 +93,16 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def tree_files(root: Path) -> dict[str, Path]:
+    """Every file under ``root`` that a manifest lists (all but files named manifest.json), keyed by POSIX
+    relative path, sorted."""
+    return {path.relative_to(root).as_posix(): path for path in sorted(root.rglob("*"))
+            if path.is_file() and path.name != MANIFEST_NAME}
+
+
 def hash_tree(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root`` (except the manifest), keyed by POSIX relative path."""
-    files: dict[str, str] = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name != MANIFEST_NAME:
-            files[path.relative_to(root).as_posix()] = file_sha256(path)
-    return files
+    return {name: file_sha256(path) for name, path in tree_files(root).items()}
 
 
 def library_versions() -> dict[str, str]:
@@ -134,6 +141,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new entry in ``directory`` durable (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -146,3 +168,24 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 def read_manifest(directory: Path) -> Manifest:
     return Manifest.from_dict(json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8")))
+
+
+def load_checked_manifest(directory: Path) -> tuple[Manifest | None, str | None]:
+    """The manifest of the artifact folder ``directory`` (and None), or None and what is wrong with it: missing,
+    unreadable, edited (its id is no longer the hash of its content), or another artifact's."""
+    path = directory / MANIFEST_NAME
+    if not path.is_file():
+        return None, f"it has no {MANIFEST_NAME}"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        manifest = Manifest.from_dict(data)
+        content = manifest.content_sha256()
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        return None, f"its {MANIFEST_NAME} cannot be read ({type(exc).__name__}: {exc})"
+    expected = f"{manifest.kind}-{content[:12]}"
+    if manifest.id != expected or data.get("sha256", content) != content:
+        return None, (f"its {MANIFEST_NAME} was edited: it says id {manifest.id!r}, but its content hashes to "
+                      f"{expected!r}")
+    if manifest.id != directory.name:
+        return None, f"its {MANIFEST_NAME} is that of {manifest.id}, not of {directory.name}"
+    return manifest, None
