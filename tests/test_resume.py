@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,3 +58,57 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, monkeypatch):
         "checkpoint-2/tokenizer_config.json"]
     assert sorted({k.split("/")[0] for k in kept}) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
     assert result["metrics"]["checkpoints"] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+
+
+def test_resume_of_a_finished_run_answers_already_complete_without_training(tmp_path):
+    data = write_jsonl(tmp_path / "train.jsonl", ROWS)
+    args = ["train", "sft", "--model", "tiny-llama", "--data", str(data), "--max-steps", "6", "--batch-size", "4",
+            "--checkpoint-steps", "2", "--learning-rate", "0.01", "--seed", "7", "--logging-steps", "1",
+            "--data-license", "CC0-1.0", "--json"]
+    home = tmp_path / "home"
+    first = kaiyuan(home, *args)
+    assert first.returncode == 0, first.stderr
+    done = json.loads(first.stdout)
+    assert done["metrics"]["steps"] == 6 and not done.get("already_complete")
+    run = next((home / "runs").iterdir())
+    checkpoints = sorted(p.name for p in run.glob("checkpoint-*"))
+    adapters = sorted(p.name for p in (home / "artifacts").glob("adapter-*"))
+
+    again = kaiyuan(home, *args, "--resume")
+    assert again.returncode == 0, again.stderr
+    assert f"already complete: {done['artifact_id']}" in again.stderr
+    result = json.loads(again.stdout)
+    assert result["artifact_id"] == done["artifact_id"]
+    assert result["already_complete"] is True
+    assert result["message"] == f"already complete: {done['artifact_id']}"
+    assert result["metrics"]["steps"] == 6
+    # nothing trained: no new checkpoint, no new artifact, no step 7 logged anywhere
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == checkpoints
+    assert sorted(p.name for p in (home / "artifacts").glob("adapter-*")) == adapters == [done["artifact_id"]]
+    assert "'loss'" not in again.stderr and "Running training" not in again.stderr
+
+    # the same in human-readable form
+    plain = kaiyuan(home, *args[:-1], "--resume")
+    assert plain.returncode == 0, plain.stderr
+    assert f"already complete: {done['artifact_id']}" in plain.stderr + plain.stdout
+
+    # a run registered without the run directory's completion record (older kaiyuan): found by its options
+    (run / "kaiyuan-complete.json").unlink()
+    older = kaiyuan(home, *args, "--resume")
+    assert older.returncode == 0, older.stderr
+    assert json.loads(older.stdout)["already_complete"] is True
+    assert f"already complete: {done['artifact_id']}" in older.stderr
+
+    # finished training but never registered (e.g. killed while registering): the final checkpoint is the
+    # result — registered as the same artifact, without a step past max_steps
+    other = tmp_path / "other"
+    shutil.copytree(home / "runs", other / "runs")
+    unregistered = kaiyuan(other, *args, "--resume")
+    assert unregistered.returncode == 0, unregistered.stderr
+    assert "nothing left to train" in unregistered.stderr and "'loss'" not in unregistered.stderr
+    registered = json.loads(unregistered.stdout)
+    assert registered["artifact_id"] == done["artifact_id"] and registered["already_complete"] is False
+    assert registered["metrics"]["steps"] == 6
+    assert sorted(p.name for p in (other / "runs" / run.name).glob("checkpoint-*")) == checkpoints
+    assert ((other / "artifacts" / done["artifact_id"] / "metrics.jsonl").read_text()
+            == (home / "artifacts" / done["artifact_id"] / "metrics.jsonl").read_text())

@@ -149,13 +149,12 @@ def run_recipe_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Run a recipe (e.g. recipes/dpo.yaml): every stage's config is checked before the first one runs."""
-    import yaml
+    from kaiyuan.recipe import load_recipe, plan, run_recipe
 
-    from kaiyuan.recipe import plan, run_recipe
-
-    if check:
-        planned = plan(yaml.safe_load(recipe.read_text()), str(recipe))
-        console.print(f"{recipe}: {len(planned)} stages OK: " + " → ".join(f"{p.id} ({p.stage})" for p in planned))
+    if check:  # every problem of the recipe is reported at once (a RecipeError, one a line)
+        planned = plan(load_recipe(recipe), str(recipe))
+        console.print(f"{recipe}: {len(planned)} stages OK: " + " → ".join(f"{p.id} ({p.stage})" for p in planned),
+                      markup=False, highlight=False)
         return
 
     def announce(number: int, total: int, step: Any) -> None:
@@ -361,12 +360,39 @@ _register_judge_and_arena()
 
 
 def read_api_keys(api_key: list[str] | None, api_key_file: Path | None) -> list[str]:
-    keys = list(api_key or [])
-    if api_key_file is not None:
-        keys += [line.strip() for line in api_key_file.read_text().splitlines() if line.strip()]
-    if os.environ.get("KAIYUAN_API_KEY"):
-        keys.append(os.environ["KAIYUAN_API_KEY"])
+    """The keys from --api-key, --api-key-file and KAIYUAN_API_KEY; an empty one anywhere is refused (its hash
+    would match a request without a key)."""
+    from kaiyuan.serve.guard import check_api_key
+
+    try:
+        keys = [check_api_key(k, "--api-key") for k in api_key or []]
+        if api_key_file is not None:
+            try:
+                lines = api_key_file.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise KaiyuanError(f"{api_key_file}: cannot read the API key file ({exc.strerror})") from exc
+            found = [line.strip() for line in lines if line.strip()]
+            if not found:
+                raise KaiyuanError(f"{api_key_file}: the API key file holds no key (one key per line)")
+            keys += found
+        if "KAIYUAN_API_KEY" in os.environ:
+            keys.append(check_api_key(os.environ["KAIYUAN_API_KEY"], "KAIYUAN_API_KEY"))
+    except ValueError as exc:
+        raise KaiyuanError(str(exc)) from exc
     return keys
+
+
+def check_exposure(host: str, keys: list[str], insecure_no_auth: bool) -> None:
+    """Refuse to serve beyond this machine without API keys, unless asked to in so many words."""
+    import ipaddress
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not keys and not insecure_no_auth:
+        raise KaiyuanError(f"--host {host} serves beyond this machine: give --api-key / --api-key-file / "
+                           "KAIYUAN_API_KEY, or --insecure-no-auth to serve without keys")
 
 
 @app.command("serve")
@@ -400,23 +426,26 @@ def serve(
     replica_gpus: Annotated[float, typer.Option(help="With --ray: GPUs reserved per replica.")] = 0.0,
     ray_cpus: Annotated[int | None, typer.Option(help="With --ray: CPUs of the local Ray instance "
                                                       "(default: all).")] = None,
+    insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help="Allow a non-loopback --host "
+                                                                              "without API keys.")] = False,
 ) -> None:
     """OpenAI-compatible server (/v1/models, /v1/chat/completions with streaming, /health, Prometheus /metrics).
 
     Also reads an API key from KAIYUAN_API_KEY."""
-    import uvicorn
-
     from kaiyuan.serve.app import create_app, hash_api_key
     from kaiyuan.serve.operations import ServerLimits, with_operations
+    from kaiyuan.serve.server import run_until_signalled
 
     if engine not in ("auto", "transformers", "llamacpp", "vllm"):
         raise KaiyuanError(f"unknown engine {engine!r}: choose auto, transformers, llamacpp or vllm")
+    keys = read_api_keys(api_key, api_key_file)
+    check_exposure(host, keys, insecure_no_auth)
     if ray:  # scale-out: each replica loads its own engines
         from kaiyuan.serve.ray_serve import run_ray_serve
 
         if replicas < 1:
             raise KaiyuanError("--replicas must be at least 1")
-        ray_hashes = [hash_api_key(k) for k in read_api_keys(api_key, api_key_file)]
+        ray_hashes = [hash_api_key(k) for k in keys]
         ray_limits = ServerLimits(max_concurrent=max_concurrent, max_queue=max_queue, max_body_bytes=max_body_bytes,
                                   request_timeout_s=request_timeout)
         run_ray_serve(models, replicas, host, port, ray_hashes, engine=engine, default_max_tokens=max_tokens,
@@ -431,13 +460,13 @@ def serve(
 
     engines = build_engines(models, engine, {"n_ctx": context, "n_parallel": parallel, "prompt_cache": prompt_cache},
                             max_batch_size=parallel)
-    hashes = [hash_api_key(k) for k in read_api_keys(api_key, api_key_file)]
+    hashes = [hash_api_key(k) for k in keys]
     err_console.print(f"serving {', '.join(engines)} at http://{host}:{port}/v1"
                       + (" (API key required)" if hashes else ""))
     limits = ServerLimits(max_concurrent=max_concurrent, max_queue=max_queue, max_body_bytes=max_body_bytes,
                           request_timeout_s=request_timeout)
-    uvicorn.run(with_operations(create_app(engines, hashes, default_max_tokens=max_tokens), limits), host=host,
-                port=port, timeout_graceful_shutdown=grace_period)
+    api = create_app(engines, hashes, default_max_tokens=max_tokens)
+    run_until_signalled(with_operations(api, limits), api.state.drain, host, port, grace_period, engines)
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -512,9 +541,9 @@ def _register_open_model_commands() -> None:
     """license, openness, card, reproduce, export, plan: the commands that make a model's openness checkable."""
     from kaiyuan import plan_cli
     from kaiyuan.export import export_cli
-    from kaiyuan.hub import card_cli, license_cli, openness_cli, reproduce_cli
+    from kaiyuan.hub import card_cli, license_cli, openness_cli, reproduce_cli, verify_cli
 
-    for module in (license_cli, openness_cli, card_cli, reproduce_cli, export_cli, plan_cli):
+    for module in (license_cli, openness_cli, card_cli, reproduce_cli, export_cli, plan_cli, verify_cli):
         module.register(app)
 
 

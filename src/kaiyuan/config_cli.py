@@ -8,6 +8,7 @@ on the command line win) and ``--json``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import types
 import typing
@@ -30,34 +31,72 @@ def _option_type(annotation: Any) -> Any:
     return annotation
 
 
-def load_config(cls: type, values: dict[str, Any], source: str = "config") -> Any:
-    """Build ``cls`` from a mapping, rejecting unknown keys and wrong types with a clear message."""
+def did_you_mean(word: Any, choices: Any) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices`` to a misspelt ``word`` (``'x' or 'y'`` for a
+    tie), else ``""``."""
+    word = str(word)
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=3)
+    if not close:
+        return ""
+    best = difflib.SequenceMatcher(None, word, close[0]).ratio()
+    close = [c for c in close if difflib.SequenceMatcher(None, word, c).ratio() == best]
+    return f"; did you mean {' or '.join(map(repr, close))}?"
+
+
+def _type_ok(hint: Any, value: Any) -> bool:
+    allowed = get_args(hint) if get_origin(hint) in (types.UnionType, typing.Union) else (hint,)
+    for kind in allowed:
+        if kind is type(None):
+            ok = value is None
+        elif get_origin(kind) is Literal:
+            ok = value in get_args(kind)
+        elif kind is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, get_origin(kind) or kind)
+        if ok:
+            return True
+    return False
+
+
+def config_problems(cls: type, values: Any, source: str = "config") -> list[str]:
+    """Every problem with ``values`` as a ``cls`` (unknown keys, with a "did you mean", wrong types, missing
+    required keys), each ``SOURCE: ...``; empty when ``cls(**values)`` is fine."""
+    if not isinstance(values, dict):
+        return [f"{source}: expected a mapping of option names to values, got {type(values).__name__}"]
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
+    problems = []
+    unknown = sorted((k for k in values if k not in fields), key=str)
     if unknown:
-        raise KaiyuanError(f"{source}: unknown key(s) {', '.join(unknown)}; expected {', '.join(fields)}")
+        hints = [(k, difflib.get_close_matches(str(k), list(fields), n=1)) for k in unknown]
+        suggestions = [(k, close[0]) for k, close in hints if close]
+        if len(unknown) == 1 and suggestions:
+            tail = did_you_mean(unknown[0], fields)
+        elif suggestions:
+            tail = "; did you mean " + ", ".join(f"{close!r} for {key!r}" for key, close in suggestions) + "?"
+        else:
+            tail = ""
+        problems.append(f"{source}: unknown key(s) {', '.join(map(str, unknown))}; expected {', '.join(fields)}"
+                        + tail)
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
-        hint = hints[name]
-        allowed = [a for a in (get_args(hint) if get_origin(hint) in (types.UnionType, typing.Union) else (hint,))]
-        ok = False
-        for kind in allowed:
-            if kind is type(None):
-                ok |= value is None
-            elif get_origin(kind) is Literal:
-                ok |= value in get_args(kind)
-            elif kind is float:
-                ok |= isinstance(value, int | float) and not isinstance(value, bool)
-            elif kind is int:
-                ok |= isinstance(value, int) and not isinstance(value, bool)
-            else:
-                ok |= isinstance(value, kind)
-        if not ok:
-            raise KaiyuanError(f"{source}: {name}: expected {hint}, got {value!r}")
+        if name in fields and not _type_ok(hints[name], value):
+            problems.append(f"{source}: {name}: expected {hints[name]}, got {value!r}")
     missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
-        raise KaiyuanError(f"{source}: missing required key(s) {', '.join(missing)}")
+        problems.append(f"{source}: missing required key(s) {', '.join(missing)}")
+    return problems
+
+
+def load_config(cls: type, values: dict[str, Any], source: str = "config") -> Any:
+    """Build ``cls`` from a mapping, rejecting unknown keys and wrong types with a clear message (every problem,
+    one a line)."""
+    problems = config_problems(cls, values, source)
+    if problems:
+        raise KaiyuanError("\n".join(problems))
     return cls(**values)
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kaiyuan.config_cli import load_config
+from kaiyuan.config_cli import config_problems, did_you_mean, load_config
 from kaiyuan.errors import KaiyuanError
 
 REFERENCE = re.compile(r"^\$\{(?P<step>[A-Za-z_][\w-]*)\.(?P<output>\w+)\}$")
@@ -39,6 +39,79 @@ class StageSpec:
     config: type
     run: Callable[[Any], dict[str, str]]
     outputs: tuple[str, ...]
+    # why a config would leave some of ``outputs`` empty: values -> {output: reason}
+    unproduced: Callable[[type, dict[str, Any]], dict[str, str]] | None = None
+
+
+class RecipeError(KaiyuanError):
+    """Every problem found in a recipe, one a line (``problems``)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+MAX_RECIPE_BYTES = 1 << 20
+
+
+def load_recipe(path: str | Path) -> Any:
+    """The parsed YAML of a recipe file, or a :class:`KaiyuanError` naming the file (and line, for YAML syntax)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_RECIPE_BYTES + 1)
+    except FileNotFoundError:
+        raise KaiyuanError(f"{path}: no such recipe file") from None
+    except IsADirectoryError:
+        raise KaiyuanError(f"{path}: is a directory, not a recipe file") from None
+    except OSError as exc:
+        raise KaiyuanError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise KaiyuanError(f"{path}: larger than 1 MiB; a recipe is a short YAML file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise KaiyuanError(f"{path}:{line}: not valid UTF-8 ({exc.reason})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        column = f" (column {mark.column + 1})" if mark else ""
+        problem = ": ".join(str(p) for p in (exc.context, exc.problem) if p)
+        raise KaiyuanError(f"{where}: invalid YAML: {problem}{column}") from None
+    except yaml.YAMLError as exc:
+        raise KaiyuanError(f"{path}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise KaiyuanError(f"{path}: invalid YAML: nested too deeply") from None
+
+
+def _field_default(cls: type, name: str) -> Any:
+    import dataclasses
+
+    found = {f.name: f for f in dataclasses.fields(cls)}.get(name)
+    return None if found is None or found.default is dataclasses.MISSING else found.default
+
+
+def _unmerged(cls: type, values: dict[str, Any]) -> dict[str, str]:
+    """A training stage registers a merged model only with ``merge: true`` and an adapter method."""
+    from kaiyuan.train.common import ADAPTER_METHODS
+
+    if values.get("merge", _field_default(cls, "merge")) is not True:
+        return {"merged": "it has no 'merge: true'"}
+    method = values.get("method", _field_default(cls, "method"))
+    if method is not None and method not in ADAPTER_METHODS:
+        return {"merged": f"its method {method} trains no adapter to merge"}
+    return {}
+
+
+def _no_pairs(cls: type, values: dict[str, Any]) -> dict[str, str]:
+    n_pairs = values.get("n_pairs", _field_default(cls, "n_pairs"))
+    ok = isinstance(n_pairs, int) and not isinstance(n_pairs, bool) and n_pairs > 0
+    return {} if ok else {"pairs": "it has no 'n_pairs' above 0"}
 
 
 def _trained(stage: Any) -> Callable[[Any], dict[str, Any]]:
@@ -88,9 +161,10 @@ def stages() -> dict[str, StageSpec]:
     from kaiyuan.train.stages import TRAINING_STAGES
 
     return {
-        "synthetic": StageSpec(SyntheticConfig, _synthetic, ("train", "heldout", "pairs")),
+        "synthetic": StageSpec(SyntheticConfig, _synthetic, ("train", "heldout", "pairs"), _no_pairs),
         "near_misses": StageSpec(NearMissConfig, _near_misses, ("pairs",)),
-        **{stage.name: StageSpec(stage.config_class(), _trained(stage), stage.outputs) for stage in TRAINING_STAGES},
+        **{stage.name: StageSpec(stage.config_class(), _trained(stage), stage.outputs,
+                                 _unmerged if "merged" in stage.outputs else None) for stage in TRAINING_STAGES},
         "eval": StageSpec(ExactMatchConfig, _eval, ("artifact",)),
         "export": StageSpec(ExportConfig, _export, ("artifact", "merged")),
     }
@@ -103,41 +177,147 @@ class PlannedStage:
     values: dict[str, Any]
 
 
-def plan(recipe: dict[str, Any], source: str) -> list[PlannedStage]:
-    """Check the whole recipe before anything runs."""
+TOP_KEYS = ("name", "description", "stages")
+DATA_KEYS = ("data",)  # config keys that name a dataset: a registered id or name, or a file
+
+
+def _registry() -> Any:
+    """The registry, when there is one (a check creates nothing)."""
+    import sqlite3
+
+    from kaiyuan.home import registry_path
+
+    try:
+        if not registry_path().is_file():
+            return None
+        from kaiyuan.hub.registry import Registry
+
+        return Registry()
+    except (OSError, sqlite3.Error):
+        return None
+
+
+def _dataset_problem(value: str, registry: Any, registered_later: set[str]) -> str | None:
+    """Why ``value`` cannot be resolved as a dataset right now (None: it can)."""
+    import sqlite3
+
+    if value in registered_later:
+        return None
+    try:
+        found = registry.find(value) if registry is not None else None
+    except (sqlite3.Error, ValueError):
+        found = None
+    if found is not None:
+        return None if found.kind == "dataset" else f"{value!r} is a {found.kind}, not a dataset"
+    try:
+        path = Path(value).expanduser()
+        if path.is_file():
+            return None
+        where = path.resolve()
+    except (OSError, ValueError, RuntimeError):
+        where = value
+    return f"cannot resolve dataset {value!r}: not a registry id or name, nor a file (no {where})"
+
+
+def _registers(kind: str, values: dict[str, Any]) -> set[str]:
+    """Names of the datasets a stage registers (so later stages may name them)."""
+    names = {values["name"]} if isinstance(values.get("name"), str) else set()
+    if kind == "synthetic":
+        task = values.get("task", "dates")
+        names |= {f"{task}-{split}" for split in ("train", "heldout", "pairs")}
+    return names
+
+
+def plan(recipe: Any, source: str) -> list[PlannedStage]:
+    """Check the whole recipe before anything runs: every stage's keys and types, every ``${ID.OUTPUT}``
+    reference (to an earlier stage, an output it has and will produce) and every dataset that is named rather
+    than referenced. Raises :class:`RecipeError` with all the problems found, not just the first."""
     known = stages()
-    if not isinstance(recipe, dict) or not isinstance(recipe.get("stages"), list) or not recipe["stages"]:
-        raise KaiyuanError(f"{source}: a recipe is a mapping with a non-empty 'stages' list")
-    unknown_top = sorted(set(recipe) - {"name", "description", "stages"})
+    if not isinstance(recipe, dict):
+        raise RecipeError([f"{source}: a recipe is a mapping with a non-empty 'stages' list"])
+    problems: list[str] = []
+    unknown_top = sorted((k for k in recipe if k not in TOP_KEYS), key=str)
     if unknown_top:
-        raise KaiyuanError(f"{source}: unknown key(s) {', '.join(unknown_top)}; expected name, description, stages")
+        hint = did_you_mean(unknown_top[0], TOP_KEYS) if len(unknown_top) == 1 else ""
+        problems.append(f"{source}: unknown key(s) {', '.join(map(str, unknown_top))}; expected name, description, "
+                        f"stages{hint}")
+    entries = recipe.get("stages")
+    if not isinstance(entries, list) or not entries:
+        problems.append(f"{source}: a recipe is a mapping with a non-empty 'stages' list")
+        raise RecipeError(problems)
+    ids_later = {}
+    for index, entry in enumerate(entries, start=1):
+        if isinstance(entry, dict) and "id" in entry:
+            ids_later.setdefault(str(entry["id"]), index)
+    registry = _registry()
     planned: list[PlannedStage] = []
-    outputs: dict[str, tuple[str, ...]] = {}
-    for index, entry in enumerate(recipe["stages"], start=1):
+    outputs: dict[str, tuple[tuple[str, ...], dict[str, str]] | None] = {}  # None: a stage with problems
+    registered: set[str] = set()
+    for index, entry in enumerate(entries, start=1):
         where = f"{source}: stages[{index}]"
         if not isinstance(entry, dict) or "stage" not in entry:
-            raise KaiyuanError(f"{where}: each stage needs a 'stage' key ({', '.join(known)})")
+            close = [k for k in entry if did_you_mean(k, ["stage"])] if isinstance(entry, dict) else []
+            hint = f"; did you mean 'stage' for {close[0]!r}?" if close else ""
+            problems.append(f"{where}: each stage needs a 'stage' key ({', '.join(known)}){hint}")
+            if isinstance(entry, dict) and "id" in entry:
+                outputs.setdefault(str(entry["id"]), None)
+            continue
         values = dict(entry)
         kind = values.pop("stage")
         step_id = str(values.pop("id", f"{kind}{index}"))
-        if kind not in known:
-            raise KaiyuanError(f"{where}: unknown stage {kind!r}; expected one of {', '.join(known)}")
         if step_id in outputs:
-            raise KaiyuanError(f"{where}: id {step_id!r} is used twice")
+            problems.append(f"{where}: id {step_id!r} is used twice")
+        known_kind = isinstance(kind, str) and kind in known
+        if not known_kind:
+            problems.append(f"{where}: unknown stage {kind!r}; expected one of {', '.join(known)}"
+                            + (did_you_mean(kind, known) if isinstance(kind, str) else ""))
         for key, value in values.items():
-            match = REFERENCE.match(value) if isinstance(value, str) else None
-            if isinstance(value, str) and value.startswith("${") and not match:
-                raise KaiyuanError(f"{where}: {key}: malformed reference {value!r}; write ${{ID.OUTPUT}}")
-            if match:
-                if match["step"] not in outputs:
-                    raise KaiyuanError(f"{where}: {key}: {value} refers to no earlier stage")
-                if match["output"] not in outputs[match["step"]]:
-                    raise KaiyuanError(f"{where}: {key}: stage {match['step']!r} has no output {match['output']!r}; "
-                                       f"it has {', '.join(outputs[match['step']])}")
-        load_config(known[kind].config, values, f"{where} ({kind})")
-        outputs[step_id] = known[kind].outputs
+            problem = _reference_problem(key, value, outputs, ids_later, index)
+            if problem:
+                problems.append(f"{where}: {problem}")
+        if not known_kind:
+            outputs.setdefault(step_id, None)
+            continue
+        spec = known[kind]
+        found = config_problems(spec.config, values, f"{where} ({kind})")
+        problems += found
+        for key in DATA_KEYS:
+            value = values.get(key)
+            if isinstance(value, str) and not value.lstrip().startswith("${"):
+                problem = _dataset_problem(value, registry, registered)
+                if problem:
+                    problems.append(f"{where} ({kind}): {key}: {problem}")
+        unproduced = spec.unproduced(spec.config, values) if spec.unproduced else {}
+        outputs.setdefault(step_id, (spec.outputs, unproduced))
+        registered |= _registers(kind, values)
         planned.append(PlannedStage(step_id, kind, values))
+    if problems:
+        raise RecipeError(problems)
     return planned
+
+
+def _reference_problem(key: Any, value: Any, outputs: dict[str, Any], ids_later: dict[str, int],
+                       index: int) -> str | None:
+    if not isinstance(value, str) or not value.lstrip().startswith("${"):
+        return None
+    match = REFERENCE.match(value)
+    if not match:
+        return f"{key}: malformed reference {value!r}; write ${{ID.OUTPUT}}"
+    step, output = match["step"], match["output"]
+    if step not in outputs:
+        if ids_later.get(step, 0) >= index:
+            return (f"{key}: {value} refers to stage {step!r}, which is not an earlier stage "
+                    f"(stages[{ids_later[step]}]); a stage can only use what the stages before it produced")
+        return f"{key}: {value} refers to no earlier stage" + did_you_mean(step, outputs)
+    if outputs[step] is None:  # that stage's own problems are reported already
+        return None
+    has, unproduced = outputs[step]
+    if output not in has:
+        return f"{key}: stage {step!r} has no output {output!r}; it has {', '.join(has)}" + did_you_mean(output, has)
+    if output in unproduced:
+        return f"{key}: {value} is never produced: stage {step!r} makes no {output!r} output because " \
+               f"{unproduced[output]}"
+    return None
 
 
 def _cache_file(stage: str, values: dict[str, Any]) -> Path:
@@ -159,7 +339,12 @@ def _cached(stage: str, values: dict[str, Any]) -> dict[str, Any] | None:
     path = _cache_file(stage, values)
     if not path.is_file():
         return None
-    outputs = json.loads(path.read_text())
+    try:
+        outputs = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # an unreadable cache entry: run the stage again
+        return None
+    if not isinstance(outputs, dict):
+        return None
     registry = Registry()
     ids = [v for k, v in outputs.items() if k != "metrics" and isinstance(v, str) and v]
     return outputs if all(registry.find(i) is not None for i in ids) else None
@@ -171,11 +356,9 @@ def run_recipe(path: Path, on_stage: Callable[[int, int, PlannedStage], None] | 
     deterministic), so re-running a recipe after a failure continues where it stopped."""
     import json
 
-    import yaml
-
     from kaiyuan.hub.manifest import atomic_write_json
 
-    recipe = yaml.safe_load(Path(path).read_text())
+    recipe = load_recipe(path)
     planned = plan(recipe, str(path))
     known = stages()
     results: dict[str, dict[str, Any]] = {}

@@ -11,9 +11,14 @@ Every problem is reported as ``FILE:LINE: field: message``.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import gzip
 import json
-from collections.abc import Iterator
+import os
+import re
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,14 +110,142 @@ class LoadResult:
 
 # --------------------------------------------------------------------------------------------- reading
 
+MAX_DATA_BYTES_ENV = "KAIYUAN_MAX_DATA_BYTES"
+MAX_RECORD_BYTES_ENV = "KAIYUAN_MAX_RECORD_BYTES"
+DEFAULT_MAX_DATA_BYTES = 4 << 30  # uncompressed bytes read from one data file
+DEFAULT_MAX_RECORD_BYTES = 64 << 20  # one JSON-lines line or one JSON array element
+CHUNK = 1 << 20
+BOM = b"\xef\xbb\xbf"
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+_JSON_SPACE = re.compile(r"[ \t\r\n]*")
+_MARGIN = 16  # a value parsed this close to the end of the buffer may continue in the next chunk
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+LONE_SURROGATE = "invalid JSON: a \\u escape is a lone UTF-16 surrogate, which is not text"
 
-def _open_text(path: Path) -> str:
+
+def _lone_surrogate(obj: Any, source: str) -> bool:
+    """Whether ``obj`` (decoded from ``source``) holds a string with a lone surrogate (valid JSON, not valid
+    text: it could never be written as UTF-8). Only looked for when ``source`` has such an escape."""
+    if not _SURROGATE_ESCAPE.search(source):
+        return False
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (RecursionError, ValueError):
+        return False
+    return False
+
+
+def _human(n: int) -> str:
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} bytes"
+
+
+def data_limit(value: int | None, env: str, default: int) -> int:
+    """A size limit: ``value`` if given, else the environment variable ``env`` (bytes, or 64M, 8G, …), else
+    ``default``."""
+    if value is None:
+        raw = os.environ.get(env, "").strip()
+        if not raw:
+            return default
+        match = _SIZE.match(raw)
+        if not match:
+            raise KaiyuanError(f"{env}={raw!r}: expected a number of bytes, e.g. 67108864, 64M or 8G")
+        value = int(match[1]) << (10 * "KMGT".find(match[2].upper()) + 10 if match[2] else 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise KaiyuanError(f"{env}: a size limit must be a positive number of bytes, got {value!r}")
+    return value
+
+
+class _DataStream:
+    """A data file opened for streaming reads: gzip recognised by its magic bytes (a ``.gz`` name without them is
+    an error), at most ``max_bytes`` (uncompressed) read, every read error a :class:`DataError` naming the file
+    and ``line`` (kept up to date by the reader)."""
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path, self.max_bytes, self.line, self.total = path, max_bytes, 1, 0
+        try:
+            raw = open(path, "rb")  # closed by close()
+        except FileNotFoundError:
+            raise DataError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise DataError(f"{path}: is a directory, not a data file") from None
+        except PermissionError:
+            raise DataError(f"{path}: permission denied") from None
+        except OSError as exc:
+            raise DataError(f"{path}: cannot open it ({exc.strerror or exc})") from None
+        self._raw = raw
+        try:
+            magic = raw.peek(2)[:2]
+        except OSError as exc:
+            raw.close()
+            raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        self.gzip = magic == b"\x1f\x8b"
+        if path.suffix.lower() == ".gz" and magic and not self.gzip:
+            raw.close()
+            raise DataError(f"{path}: not a gzip file (it is named .gz but does not start with the gzip magic "
+                            "bytes 1f 8b)")
+        self._file: Any = gzip.GzipFile(fileobj=raw, mode="rb") if self.gzip else raw
+
+    def __enter__(self) -> _DataStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._file.close()
+        self._raw.close()
+
+    def _error(self, message: str) -> DataError:
+        return DataError(f"{self.path}:{self.line}: file: {message}")
+
+    def _call(self, method: Callable[[int], bytes], size: int) -> bytes:
+        try:
+            data = method(size)
+        except EOFError:
+            raise self._error("truncated gzip stream (the file ends before the gzip end-of-stream marker)") from None
+        except (gzip.BadGzipFile, zlib.error) as exc:
+            raise self._error(f"corrupt gzip data ({exc})") from None
+        except OSError as exc:
+            raise self._error(f"cannot read it ({exc.strerror or exc})") from None
+        self.total += len(data)
+        if self.total > self.max_bytes:
+            raise self._error(f"larger than the limit of {_human(self.max_bytes)}{' uncompressed' if self.gzip else ''}"
+                              f" for one data file (set {MAX_DATA_BYTES_ENV} to raise it)")
+        return data
+
+    def read(self, size: int = CHUNK) -> bytes:
+        return self._call(self._file.read, size)
+
+    def lines(self, max_record: int) -> Iterator[tuple[int, bytes]]:
+        """``(number, line)`` for every line (with its newline), refusing one longer than ``max_record``."""
+        number = 0
+        while True:
+            number += 1
+            self.line = number
+            line = self._call(self._file.readline, max_record + 1)
+            if not line:
+                return
+            if len(line) > max_record and not line.endswith(b"\n"):
+                raise self._error(f"a line longer than {_human(max_record)}, the limit for one record (set "
+                                  f"{MAX_RECORD_BYTES_ENV} to raise it)")
+            yield number, line
+
+
+def _open_text(path: Path, max_bytes: int | None = None) -> str:
+    """The whole file as text (a plain-text document), read in bounded chunks."""
+    limit = data_limit(max_bytes, MAX_DATA_BYTES_ENV, DEFAULT_MAX_DATA_BYTES)
+    chunks = []
+    with _DataStream(Path(path), limit) as stream:
+        while data := stream.read():
+            chunks.append(data)
+            stream.line += data.count(b"\n")
+    raw = b"".join(chunks)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -120,63 +253,178 @@ def _open_text(path: Path) -> str:
         raise DataError(f"{path}:{line}: file: not valid UTF-8 ({exc.reason})") from None
 
 
-def iter_json_objects(path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """Yield ``(line, object, error)`` for every record of a JSON array or JSON-lines file.
+def iter_json_objects(path: Path, max_bytes: int | None = None,
+                      max_record_bytes: int | None = None) -> Iterator[tuple[int, Any, str | None]]:
+    """Yield ``(line, object, error)`` for every record of a JSON array or JSON-lines file (optionally gzipped),
+    streaming: at most ``max_bytes`` are read and one record is at most ``max_record_bytes`` (defaults: the
+    environment variables ``KAIYUAN_MAX_DATA_BYTES``, ``KAIYUAN_MAX_RECORD_BYTES``, else 4 GiB and 64 MiB).
 
-    ``error`` is a JSON syntax message for a line that does not parse; ``object`` is then the raw line
-    (so a rejects file loses nothing), or None inside a JSON array.
+    ``error`` is a message for a line that does not parse (JSON syntax, UTF-8, nesting); ``object`` is then the
+    raw line (so a rejects file loses nothing), or None inside a JSON array. A file that cannot be read on
+    (missing, not gzip, truncated or corrupt gzip, over a limit) raises :class:`DataError` ``FILE:LINE: ...``.
     """
-    text = _open_text(Path(path))
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        yield from _iter_json_array(text)
-        return
+    path = Path(path)
+    limit = data_limit(max_bytes, MAX_DATA_BYTES_ENV, DEFAULT_MAX_DATA_BYTES)
+    max_record = data_limit(max_record_bytes, MAX_RECORD_BYTES_ENV, DEFAULT_MAX_RECORD_BYTES)
     decoder = json.JSONDecoder()
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    with _DataStream(path, limit) as stream:
+        lines = stream.lines(max_record)
+        for number, raw in lines:
+            if number == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM):]
+            if not raw.strip():
+                continue
+            if raw.lstrip()[:1] == b"[":
+                yield from _JsonArray(stream, raw, number, max_record).records()
+                return
+            yield _json_line(decoder, number, raw)
+            break
+        for number, raw in lines:
+            if raw.strip():
+                yield _json_line(decoder, number, raw)
+
+
+def _json_line(decoder: json.JSONDecoder, number: int, raw: bytes) -> tuple[int, Any, str | None]:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = raw.decode("utf-8", "backslashreplace").removesuffix("\n").removesuffix("\r")
+        return number, text, f"not valid UTF-8 ({exc.reason} at byte {exc.start + 1} of the line)"
+    line = line.removesuffix("\n").removesuffix("\r")
+    stripped = line.strip()
+    if not stripped:
+        return number, line, "invalid JSON: a blank line"  # not reached: callers skip blank lines
+    try:
+        obj, end = decoder.raw_decode(stripped)
+    except json.JSONDecodeError as exc:
+        return number, line, f"invalid JSON: {exc.msg} (column {exc.colno})"
+    except RecursionError:
+        return number, line, "invalid JSON: nested too deeply to parse"
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        return number, line, f"invalid JSON: {exc}"
+    if stripped[end:].strip():
+        return number, line, "invalid JSON: extra data after the object (one object per line)"
+    if _lone_surrogate(obj, stripped):
+        return number, line, LONE_SURROGATE
+    return number, obj, None
+
+
+class _JsonArray:
+    """The elements of a JSON array, decoded one at a time from a buffer that is refilled in chunks
+    (``json.JSONDecoder.raw_decode`` at an offset), so reading is linear in the file and holds about one
+    element in memory. ``line`` is the line at ``pos``; ``col0`` the column of ``buf[0]`` (0-based)."""
+
+    def __init__(self, stream: _DataStream, head: bytes, line: int, max_record: int) -> None:
+        self.stream, self.max_record = stream, max_record
+        self.decoder = json.JSONDecoder()
+        self.utf8 = codecs.getincrementaldecoder("utf-8")()
+        self.buf, self.pos, self.line, self.col0, self.eof = "", 0, line, 0, False
+        self.decoded_lines = line  # line of the next character decoded (for UTF-8 errors)
+        self._feed(head)
+
+    def _feed(self, data: bytes, final: bool = False) -> None:
         try:
-            obj, end = decoder.raw_decode(line.strip())
-        except json.JSONDecodeError as exc:
-            yield number, line, f"invalid JSON: {exc.msg} (column {exc.colno})"
-            continue
-        if line.strip()[end:].strip():
-            yield number, line, "invalid JSON: extra data after the object (one object per line)"
-            continue
-        yield number, obj, None
+            text = self.utf8.decode(data, final)
+        except UnicodeDecodeError as exc:
+            line = self.decoded_lines + data[: max(exc.start, 0)].count(b"\n")
+            raise DataError(f"{self.stream.path}:{line}: file: not valid UTF-8 ({exc.reason})") from None
+        self.decoded_lines += text.count("\n")
+        self.buf += text
 
+    def more(self, at_least: int = 0) -> bool:
+        """Append the next chunk (dropping what was consumed); False at the end of the file."""
+        if self.eof:
+            return False
+        if self.pos:
+            newline = self.buf.rfind("\n", 0, self.pos)
+            self.col0 = self.pos - newline - 1 if newline >= 0 else self.col0 + self.pos
+            self.buf, self.pos = self.buf[self.pos:], 0
+        self.stream.line = self.decoded_lines
+        data = self.stream.read(max(CHUNK, at_least))
+        self.eof = not data
+        self._feed(data, final=self.eof)
+        return not self.eof
 
-def _iter_json_array(text: str) -> Iterator[tuple[int, Any, str | None]]:
-    decoder = json.JSONDecoder()
-    index = text.index("[") + 1
-    length = len(text)
+    def advance(self, to: int) -> None:
+        self.line += self.buf.count("\n", self.pos, to)
+        self.pos = to
 
-    def skip_space(i: int) -> int:
-        while i < length and text[i] in " \t\r\n":
-            i += 1
-        return i
+    def where(self, index: int) -> tuple[int, int]:
+        """Line and (1-based) column of ``buf[index]``."""
+        newline = self.buf.rfind("\n", 0, index)
+        column = index - newline if newline >= 0 else self.col0 + index + 1
+        return self.line + self.buf.count("\n", self.pos, index), column
 
-    index = skip_space(index)
-    if index < length and text[index] == "]":
-        return
-    while index < length:
-        line = text.count("\n", 0, index) + 1
-        try:
-            obj, index = decoder.raw_decode(text, index)
-        except json.JSONDecodeError as exc:
-            yield exc.lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno}); the rest of the file is unreadable"
+    def skip_space(self) -> bool:
+        """Move past whitespace; False at the end of the file."""
+        while True:
+            self.advance(_JSON_SPACE.match(self.buf, self.pos).end())  # type: ignore[union-attr]
+            if self.pos < len(self.buf):
+                return True
+            if not self.more():
+                return False
+
+    def value(self) -> tuple[Any, int, tuple[int, str] | None]:
+        """The value at ``pos`` and where it ends, or ``(line, message)`` for one that does not parse."""
+        while True:
+            try:
+                obj, end = self.decoder.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as exc:
+                cut = exc.pos >= len(self.buf) - _MARGIN or exc.msg.startswith("Unterminated string")
+                if cut and self._grow():
+                    continue
+                line, column = self.where(exc.pos)
+                return None, 0, (line, f"invalid JSON: {exc.msg} (column {column})")
+            except RecursionError:
+                return None, 0, (self.line, "invalid JSON: nested too deeply to parse")
+            except ValueError as exc:
+                return None, 0, (self.line, f"invalid JSON: {exc}")
+            if end > len(self.buf) - _MARGIN and self._grow():
+                continue  # a number (or anything) ending at the buffer's end may go on in the next chunk
+            return obj, end, None
+
+    def _grow(self) -> bool:
+        if self.eof:
+            return False
+        if len(self.buf) - self.pos > self.max_record:
+            raise DataError(f"{self.stream.path}:{self.line}: file: an array element longer than "
+                            f"{_human(self.max_record)}, the limit for one record (set {MAX_RECORD_BYTES_ENV} to "
+                            "raise it)")
+        self.more(len(self.buf) - self.pos)  # at least doubles what is buffered: linear however long the element
+        return True
+
+    def records(self) -> Iterator[tuple[int, Any, str | None]]:
+        unclosed = "invalid JSON: the array is not closed with ']'"
+        self.skip_space()
+        self.advance(self.pos + 1)  # the '['
+        if not self.skip_space():
+            yield self.line, None, unclosed
             return
-        yield line, obj, None
-        index = skip_space(index)
-        if index < length and text[index] == ",":
-            index = skip_space(index + 1)
-        elif index < length and text[index] == "]":
-            return
-        else:
-            line = text.count("\n", 0, index) + 1
-            yield line, None, "invalid JSON: expected ',' or ']' after an array element"
-            return
-    yield text.count("\n") + 1, None, "invalid JSON: the array is not closed with ']'"
+        if self.buf[self.pos] != "]":
+            while True:
+                line = self.line
+                obj, end, error = self.value()
+                if error is not None:
+                    yield error[0], None, f"{error[1]}; the rest of the file is unreadable"
+                    return
+                source = self.buf[self.pos:end]
+                yield (line, source, LONE_SURROGATE) if _lone_surrogate(obj, source) else (line, obj, None)
+                self.advance(end)
+                if not self.skip_space():
+                    yield self.line, None, unclosed
+                    return
+                if self.buf[self.pos] == "]":
+                    break
+                if self.buf[self.pos] != ",":
+                    yield self.line, None, "invalid JSON: expected ',' or ']' after an array element"
+                    return
+                self.advance(self.pos + 1)
+                if not self.skip_space():
+                    yield self.line, None, unclosed
+                    return
+        self.advance(self.pos + 1)  # the ']'
+        if self.skip_space():
+            yield self.line, None, "invalid JSON: extra data after the array's closing ']'"
 
 
 def detect_format(obj: Any) -> str | None:
@@ -273,6 +521,8 @@ def parse_alpaca(obj: dict[str, Any]) -> Record:
     for i, turn in enumerate(history):
         if not (isinstance(turn, list) and len(turn) == 2 and all(isinstance(t, str) for t in turn)):
             raise RecordError(f"history[{i}]", "expected [instruction, response] strings")
+        if not turn[1].strip():  # as for every format: a canonical conversation has no empty reply
+            raise RecordError(f"history[{i}][1]", "empty assistant reply")
         messages += [Message("user", turn[0]), Message("assistant", turn[1])]
     prompt = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
     messages += [Message("user", prompt), Message("assistant", output)]
@@ -291,7 +541,7 @@ def parse_sharegpt(obj: dict[str, Any]) -> Record:
         if not isinstance(turn, dict):
             raise RecordError(f"conversations[{i}]", f"expected an object, got {type(turn).__name__}")
         speaker = turn.get("from")
-        if speaker not in SHAREGPT_ROLES:
+        if not isinstance(speaker, str) or speaker not in SHAREGPT_ROLES:
             raise RecordError(f"conversations[{i}].from",
                               f"expected one of {', '.join(SHAREGPT_ROLES)}, got {speaker!r}")
         value = turn.get("value")
@@ -386,21 +636,24 @@ def parse_records(obj: Any, fmt: str) -> list[Record]:
 
 
 def load_records(path: str | Path, fmt: str = "auto", skip_invalid: bool = False,
-                 rejects_path: Path | None = None, collect_all: bool = False) -> LoadResult:
-    """Read every record of ``path``.
+                 rejects_path: Path | None = None, collect_all: bool = False, max_bytes: int | None = None,
+                 max_record_bytes: int | None = None) -> LoadResult:
+    """Read every record of ``path``, streaming.
 
     A malformed record raises :class:`DataError` (``FILE:LINE: field: message``) unless
     ``skip_invalid`` (rejected records go to ``rejects_path``, default ``FILE.rejected.jsonl``, and are
-    counted) or ``collect_all`` (problems are returned for a validation report).
+    counted) or ``collect_all`` (problems are returned for a validation report). A file that cannot be read
+    on (missing, not gzip, truncated, larger than ``max_bytes``, a record over ``max_record_bytes``; see
+    :func:`iter_json_objects`) always raises :class:`DataError`.
     """
     path = Path(path)
     if path.suffix in (".txt", ".md"):  # a plain-text file is one document
-        text = _open_text(path)
+        text = _open_text(path, max_bytes)
         return LoadResult(path=path, format="text", records=[Record([], text=text, line=1)] if text.strip() else [])
     if fmt != "auto" and fmt not in FORMATS:
         raise DataError(f"{path}: unknown format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
     result = LoadResult(path=path, format=fmt)
-    for line, obj, syntax_error in iter_json_objects(path):
+    for line, obj, syntax_error in iter_json_objects(path, max_bytes, max_record_bytes):
         try:
             if syntax_error:
                 raise RecordError("json", syntax_error)
@@ -426,12 +679,24 @@ def load_records(path: str | Path, fmt: str = "auto", skip_invalid: bool = False
     return result
 
 
+def _reject_line(problem: Problem) -> str:
+    row = {"line": problem.line, "field": problem.field, "error": problem.message, "record": problem.raw}
+    try:
+        line = json.dumps(row, ensure_ascii=False)
+    except (RecursionError, ValueError):  # nested too deeply to write back: keep the error, say so
+        return json.dumps({**row, "record": None, "note": "the record is nested too deeply to copy here"},
+                          ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: keep it as its \u escape
+        return json.dumps(row)
+    return line
+
+
 def write_rejects(path: Path, problems: list[Problem]) -> None:
     from kaiyuan.hub.manifest import atomic_write_text
 
-    lines = [json.dumps({"line": p.line, "field": p.field, "error": p.message, "record": p.raw},
-                        ensure_ascii=False) for p in problems]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(_reject_line(p) for p in problems) + "\n")
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -459,5 +724,16 @@ def record_to_format(record: Record, fmt: str) -> dict[str, Any]:
     raise ValueError(f"unknown format {fmt!r}")
 
 
-def records_to_jsonl(records: list[Record], fmt: str = "messages") -> str:
-    return "".join(json.dumps(record_to_format(r, fmt), ensure_ascii=False) + "\n" for r in records)
+def records_to_jsonl(records: list[Record], fmt: str = "messages", source: str | Path | None = None) -> str:
+    """The records as JSON lines in ``fmt``; a record ``fmt`` cannot express raises :class:`DataError`
+    naming ``source`` (the file it came from) and its line."""
+    if fmt not in ("messages", "pairs", "text", "sharegpt", "alpaca"):
+        raise DataError(f"unknown output format {fmt!r}; expected messages, sharegpt or alpaca")
+    lines = []
+    for record in records:
+        try:
+            lines.append(json.dumps(record_to_format(record, fmt), ensure_ascii=False) + "\n")
+        except RecordError as exc:
+            where = f"{source}:{record.line}" if source is not None else f"line {record.line}"
+            raise DataError(f"{where}: {exc.field}: {exc.message} (cannot write it as {fmt})") from None
+    return "".join(lines)

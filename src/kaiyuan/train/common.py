@@ -153,6 +153,7 @@ class TrainResult:
     merged: Artifact | None
     metrics: dict[str, Any]
     curves: dict[str, Path]
+    already_complete: bool = False  # ``--resume`` of a run that had finished: nothing trained, nothing registered
 
     @property
     def loss_curve_png(self) -> Path | None:
@@ -162,7 +163,9 @@ class TrainResult:
         return {"artifact_id": self.artifact.id, "kind": self.artifact.kind,
                 "merged_model_id": self.merged.id if self.merged else None, "metrics": self.metrics,
                 "curves": {k: str(v) for k, v in self.curves.items()},
-                "loss_curve_png": str(self.loss_curve_png) if self.loss_curve_png else None}
+                "loss_curve_png": str(self.loss_curve_png) if self.loss_curve_png else None,
+                "already_complete": self.already_complete,
+                **({"message": f"already complete: {self.artifact.id}"} if self.already_complete else {})}
 
 
 ADAPTER_METHODS = ("lora", "dora", "qlora")
@@ -227,23 +230,95 @@ def freeze_all_but_last(model: Any, n: int) -> None:
         param.requires_grad = any(t in name for t in trainable)
 
 
-def run_dir(opts: TrainOptions, stage: str) -> Path:
-    """Where a run keeps its checkpoints: named by a hash of its config, so ``--resume`` finds it."""
+def run_key(config: dict[str, Any], stage: str) -> str:
+    """A run's identity: its stage and options (all but ``resume``), as recorded in a manifest's config."""
     import hashlib
 
+    options = {k: v for k, v in config.items() if k not in ("resume", "stage")}
+    return hashlib.sha256(json.dumps([stage, options], sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_dir(opts: TrainOptions, stage: str) -> Path:
+    """Where a run keeps its checkpoints: named by a hash of its config, so ``--resume`` finds it."""
     from kaiyuan.home import kaiyuan_home
 
-    config = {k: v for k, v in asdict(opts).items() if k not in ("resume", "model", "data")}
-    config["model"], config["data"] = opts.model, opts.data
-    digest = hashlib.sha256(json.dumps([stage, config], sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return kaiyuan_home() / "runs" / f"{stage}-{digest}"
+    return kaiyuan_home() / "runs" / f"{stage}-{run_key(asdict(opts), stage)}"
+
+
+# written into the run directory once the run's artifact is registered: what ``--resume`` answers then
+COMPLETE_FILE = "kaiyuan-complete.json"
+
+
+def mark_complete(opts: TrainOptions, stage: str, result: TrainResult) -> None:
+    """Record in the run directory that this run finished and which artifact it registered."""
+    from kaiyuan.hub.manifest import atomic_write_json
+
+    run = run_dir(opts, stage)
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run / COMPLETE_FILE, {
+        "stage": stage, "artifact_id": result.artifact.id,
+        "merged_model_id": result.merged.id if result.merged else None, "steps": result.metrics.get("steps"),
+        "curves": {key: path.name for key, path in result.curves.items()}})
+
+
+def _registered_run(opts: TrainOptions, stage: str, registry: Registry) -> tuple[Artifact | None, Artifact | None,
+                                                                                    dict[str, str]]:
+    """(artifact, merged model, curve files) this run registered: from the run directory's completion record,
+    else the newest artifact trained with the same options (runs finished before the record existed)."""
+    marker = run_dir(opts, stage) / COMPLETE_FILE
+    if marker.is_file():
+        record = json.loads(marker.read_text())
+        artifact = registry.find(record.get("artifact_id") or "")
+        merged = registry.find(record["merged_model_id"]) if record.get("merged_model_id") else None
+        if artifact is not None and (merged is not None or not record.get("merged_model_id")):
+            return artifact, merged, dict(record.get("curves") or {})
+    key = run_key(asdict(opts), stage)
+    source = f"kaiyuan train {stage}"
+    for artifact in reversed(registry.list()):
+        config = artifact.manifest.get("config") or {}
+        if artifact.manifest.get("source") != source or config.get("stage") != stage or run_key(config, stage) != key:
+            continue
+        merged = None
+        if opts.merge and opts.method in ADAPTER_METHODS:
+            merged = next((m for m in reversed(registry.list("model")) if any(
+                p.get("id") == artifact.id and p.get("relation") == "merge" for p in m.manifest.get("parents", []))),
+                          None)
+            if merged is None:
+                continue
+        curves = {p.name.removesuffix("_curve.png"): p.name for p in sorted(artifact.path.glob("*_curve.png"))}
+        return artifact, merged, curves
+    return None, None, {}
+
+
+def finished_run(opts: TrainOptions, stage: str, registry: Registry, start: Artifact | str,
+                 data: Artifact | str) -> TrainResult | None:
+    """With ``--resume``: the registered result of this same run (same identity as its run directory) when
+    it already finished — nothing is left to train, and training again would add a step and a new artifact.
+    None when the run is not finished (or ``resume`` is off). Call it before loading any model."""
+    import sys
+
+    if not opts.resume:
+        return None
+    artifact, merged, curve_files = _registered_run(opts, stage, registry)
+    if artifact is None or not artifact.path.is_dir():
+        return None
+    wanted = {a.id if isinstance(a, Artifact) else a for a in (start, data)}
+    parents = {p.get("id") for p in artifact.manifest.get("parents", [])}
+    if not wanted <= parents:
+        raise KaiyuanError(f"--resume: this run ({run_dir(opts, stage)}) finished as {artifact.id}, trained from "
+                           f"{', '.join(sorted(p for p in parents if p))}; its model or data now resolve to "
+                           f"{', '.join(sorted(wanted - parents))} — the inputs changed, so train without --resume")
+    curves = {key: artifact.path / name for key, name in curve_files.items() if (artifact.path / name).is_file()}
+    print(f"already complete: {artifact.id} (run {run_dir(opts, stage).name} finished; nothing to resume)",
+          file=sys.stderr)
+    return TrainResult(artifact, merged, dict(artifact.manifest.get("metrics") or {}), curves, already_complete=True)
 
 
 def trainer_arguments(opts: TrainOptions, stage: str) -> dict[str, Any]:
     """Keyword arguments shared by TRL's stage configs (SFTConfig, DPOConfig, …)."""
     import os
 
-    from kaiyuan.train.distributed import deepspeed_config
+    from kaiyuan.train.distributed import deepspeed_config, deepspeed_environment
 
     checkpoints = {"save_strategy": "steps", "save_steps": opts.checkpoint_steps} if opts.checkpoint_steps else {
         "save_strategy": "no"}
@@ -252,6 +327,8 @@ def trainer_arguments(opts: TrainOptions, stage: str) -> dict[str, Any]:
         extra["ddp_backend"] = "gloo"
     if opts.deepspeed:
         extra["deepspeed"] = deepspeed_config(opts.deepspeed)
+        for key, value in deepspeed_environment(use_cpu()).items():  # read when DeepSpeed starts
+            os.environ.setdefault(key, value)
     return dict(
         output_dir=str(run_dir(opts, stage)), **checkpoints, **extra,
         num_train_epochs=opts.epochs, max_steps=opts.max_steps, learning_rate=opts.learning_rate,
@@ -289,12 +366,42 @@ class KillAtStep:
         return Callback()
 
 
+class _AtFinalStep(Exception):
+    """Raised before a step that would go past max_steps (see :func:`train`)."""
+
+
+def _stop_at_max_steps() -> Any:
+    from transformers import TrainerCallback
+
+    class Callback(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if 0 < state.max_steps <= state.global_step:
+                raise _AtFinalStep
+
+    return Callback()
+
+
+def _logged_mean_loss(log_history: list[dict[str, Any]]) -> float | None:
+    """The mean training loss over the logged steps (each logged loss weighted by the steps it covers)."""
+    total, steps, last = 0.0, 0, 0
+    for entry in log_history:
+        if "loss" in entry and "step" in entry:
+            total += float(entry["loss"]) * (entry["step"] - last)
+            steps += entry["step"] - last
+            last = entry["step"]
+    return total / steps if steps else None
+
+
 def train(trainer: Any, opts: TrainOptions) -> Any:
-    """``trainer.train()``, continuing from the run's last checkpoint when ``opts.resume``."""
+    """``trainer.train()``, continuing from the run's last checkpoint when ``opts.resume``.
+
+    When that checkpoint is the run's final step (it finished training but was never registered), nothing is
+    trained: the trainer loads the checkpoint and stops before the step past ``max_steps`` that transformers
+    would otherwise take (it resumes inside an epoch without checking), so the result is the checkpoint's."""
     import os
     import sys
 
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
     if os.environ.get("KAIYUAN_KILL_AT_STEP"):
         trainer.add_callback(KillAtStep(int(os.environ["KAIYUAN_KILL_AT_STEP"])))
@@ -304,7 +411,16 @@ def train(trainer: Any, opts: TrainOptions) -> Any:
         checkpoint = get_last_checkpoint(directory) if os.path.isdir(directory) else None
         print(f"resuming from {checkpoint}" if checkpoint else f"no checkpoint in {directory}: starting afresh",
               file=sys.stderr)
-    return trainer.train(resume_from_checkpoint=checkpoint)
+    if checkpoint is None:
+        return trainer.train()
+    trainer.add_callback(_stop_at_max_steps())
+    try:
+        return trainer.train(resume_from_checkpoint=checkpoint)
+    except _AtFinalStep:
+        state = trainer.state
+        print(f"{checkpoint} is the run's final step ({state.global_step} of {state.max_steps}): nothing left to "
+              "train", file=sys.stderr)
+        return TrainOutput(state.global_step, _logged_mean_loss(state.log_history), {})
 
 
 def logged_rows(trainer: Any, keys: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -362,9 +478,19 @@ def register_trained(trainer: Any, opts: TrainOptions, *, stage: str, start: Art
                      tokenizer: Any, metrics: dict[str, Any], rows: list[dict[str, Any]],
                      curves: tuple[str, ...] = ("loss",), registry: Registry | None = None) -> TrainResult | None:
     """Register what a trainer produced: an adapter (LoRA) or a model (full), with metrics.jsonl and
-    PNG curves; optionally the merged model too. In a distributed run only rank 0 registers (others: None)."""
+    PNG curves; optionally the merged model too. In a distributed run only rank 0 registers (others: None);
+    under DeepSpeed ZeRO-3 every rank takes part in gathering the sharded weights that rank 0 saves."""
+    from kaiyuan.train.distributed import is_zero3
+
+    zero3 = is_zero3(trainer)
     if not trainer.is_world_process_zero():
+        if zero3:
+            trainer.save_model(trainer.args.output_dir)  # the same collective gather as rank 0's; rank 0 writes
         return None
+    if trainer.args.world_size > 1:
+        metrics["processes"] = trainer.args.world_size
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        metrics["deepspeed_zero_stage"] = trainer.accelerator.state.deepspeed_plugin.zero_stage
     kind = "adapter" if opts.method in ADAPTER_METHODS else "model"
     relation = "adapter" if opts.method in ADAPTER_METHODS else "finetune"
     name = opts.name or f"{start.name}-{stage}-{opts.method}"
@@ -385,6 +511,10 @@ def register_trained(trainer: Any, opts: TrainOptions, *, stage: str, start: Art
     if opts.method in ADAPTER_METHODS and opts.merge:
         from kaiyuan.export.merge import merge_adapter
 
-        merged = merge_adapter(artifact, registry, model=trainer.model, tokenizer=tokenizer)
+        # ZeRO-3's in-memory weights are shards: merge the saved adapter instead
+        merged = (merge_adapter(artifact, registry) if zero3 else
+                  merge_adapter(artifact, registry, model=trainer.model, tokenizer=tokenizer))
     found = {key: artifact.path / f"{key.replace('/', '_')}_curve.png" for key in curves}
-    return TrainResult(artifact, merged, metrics, {k: p for k, p in found.items() if p.is_file()})
+    result = TrainResult(artifact, merged, metrics, {k: p for k, p in found.items() if p.is_file()})
+    mark_complete(opts, stage, result)
+    return result

@@ -25,8 +25,15 @@ def is_worker() -> bool:
     return "LOCAL_RANK" in os.environ
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a distributed run, or a run of one process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def deepspeed_config(name: str | None) -> dict[str, Any] | None:
-    """A ZeRO config for TrainingArguments(deepspeed=...), with batch sizes left to the Trainer."""
+    """A ZeRO config for TrainingArguments(deepspeed=...), with batch sizes, clipping and the optimizer left to
+    the Trainer (its AdamW and schedule, as without DeepSpeed). ZeRO-3 gathers the sharded weights when the
+    model is saved, so artifacts hold ordinary safetensors."""
     if not name:
         return None
     if name not in DEEPSPEED_STAGES:
@@ -35,25 +42,62 @@ def deepspeed_config(name: str | None) -> dict[str, Any] | None:
 
     if importlib.util.find_spec("deepspeed") is None:
         raise KaiyuanError("--deepspeed needs the deepspeed package: pip install deepspeed")
-    return {"zero_optimization": {"stage": DEEPSPEED_STAGES[name]}, "train_batch_size": "auto",
-            "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
-            "gradient_clipping": "auto"}
+    zero: dict[str, Any] = {"stage": DEEPSPEED_STAGES[name]}
+    if zero["stage"] == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return {"zero_optimization": zero, "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto",
+            "gradient_accumulation_steps": "auto", "gradient_clipping": "auto"}
+
+
+def is_zero3(trainer: Any) -> bool:
+    """Whether the trainer runs DeepSpeed ZeRO-3 (weights sharded across the processes)."""
+    plugin = getattr(getattr(trainer, "accelerator", None), "state", None)
+    plugin = getattr(plugin, "deepspeed_plugin", None)
+    return bool(getattr(trainer, "is_deepspeed_enabled", False) and plugin is not None and plugin.zero_stage == 3)
+
+
+def deepspeed_environment(cpu: bool) -> dict[str, str]:
+    """Environment DeepSpeed needs here: its CPU accelerator on a machine without CUDA (it would guess, with a
+    warning), and a rendezvous of one when not launched by torchrun (else it looks for MPI)."""
+    env = {"DS_ACCELERATOR": "cpu"} if cpu else {}
+    if "WORLD_SIZE" not in os.environ:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port))
+    return env
 
 
 def launch(cfg: Any, stage: str) -> dict[str, Any]:
     """Run ``kaiyuan train STAGE`` in ``cfg.nproc`` torchrun workers and return rank 0's summary."""
+    from kaiyuan.hub.registry import Registry
     from kaiyuan.models import resolve_model
-    from kaiyuan.train.common import resolve_dataset
+    from kaiyuan.train.common import finished_run, resolve_dataset
 
+    deepspeed_config(getattr(cfg, "deepspeed", None))  # a wrong name or a missing package fails here, not in N workers
     resolved = replace(cfg, model=resolve_model(cfg.model).id,
                        data=resolve_dataset(cfg.data, license=cfg.data_license).id)
+    if (done := finished_run(resolved, stage, Registry(), resolved.model, resolved.data)) is not None:
+        return done.summary()  # the workers' run (their options are these resolved ones) already finished
     with tempfile.TemporaryDirectory() as tmp:
         config_file = Path(tmp) / f"{stage}.json"
         config_file.write_text(json.dumps(asdict(resolved)))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.nproc}",
                    "-m", "kaiyuan.cli", "train", stage, "--config", str(config_file), "--json"]
-        done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        if getattr(cfg, "deepspeed", None) and not torch_cuda():
+            env["DS_ACCELERATOR"] = "cpu"
+        done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env)
     if done.returncode != 0:
         raise KaiyuanError(f"the distributed {stage} run failed (torchrun exit code {done.returncode}); "
                            "see the workers' output above")
     return json.loads(done.stdout[done.stdout.index("{"):])
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

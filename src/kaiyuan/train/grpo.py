@@ -19,6 +19,7 @@ from kaiyuan.models import load_model
 from kaiyuan.train.common import (
     TrainOptions,
     TrainResult,
+    finished_run,
     logged_rows,
     lora_config,
     register_trained,
@@ -26,6 +27,7 @@ from kaiyuan.train.common import (
     train,
     trainer_arguments,
 )
+from kaiyuan.train.distributed import is_main_process
 from kaiyuan.train.ppo import load_reward_function, prompt_of
 
 
@@ -51,7 +53,7 @@ def trl_reward(function: Callable[..., list[float]], name: str) -> Callable[...,
     return reward
 
 
-def run_grpo(cfg: GRPOConfig, registry: Registry | None = None) -> TrainResult:
+def run_grpo(cfg: GRPOConfig, registry: Registry | None = None) -> TrainResult | None:
     import torch
     from datasets import Dataset
     from trl import GRPOConfig as TRLGRPOConfig
@@ -64,6 +66,8 @@ def run_grpo(cfg: GRPOConfig, registry: Registry | None = None) -> TrainResult:
     functions = [trl_reward(load_reward_function(ref.strip()), ref.strip().rpartition(":")[2])
                  for ref in cfg.reward_function.split(",")]
     start, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, "GRPO", registry)
+    if (done := finished_run(cfg, "grpo", registry, start, data)) is not None:
+        return done if is_main_process() else None
     columns = {"prompt": [prompt_of(r) for r in records],
                "reference": [(r.chosen or [r.messages[-1]])[-1].content for r in records]}
     loaded = load_model(start, registry, for_training=True)

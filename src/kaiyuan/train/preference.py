@@ -19,6 +19,7 @@ from kaiyuan.models import load_model
 from kaiyuan.train.common import (
     TrainOptions,
     TrainResult,
+    finished_run,
     length_limit,
     logged_rows,
     lora_config,
@@ -27,6 +28,7 @@ from kaiyuan.train.common import (
     train,
     trainer_arguments,
 )
+from kaiyuan.train.distributed import is_main_process
 
 PREFERENCE_KEYS = ("loss", "learning_rate", "epoch", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
                    "rewards/margins", "kl", "log_odds_ratio", "nll_loss")
@@ -126,13 +128,15 @@ def unpaired(columns: dict[str, list]) -> dict[str, list]:
     return out
 
 
-def run_preference(cfg: TrainOptions, algorithm: str, registry: Registry | None = None) -> TrainResult:
+def run_preference(cfg: TrainOptions, algorithm: str, registry: Registry | None = None) -> TrainResult | None:
     import torch
     from datasets import Dataset
 
     registry = registry or Registry()
     start, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, algorithm.upper(), registry,
                                         need_pairs=True)
+    if (done := finished_run(cfg, algorithm, registry, start, data)) is not None:
+        return done if is_main_process() else None
     loaded = load_model(start, registry, for_training=True)
     tokenizer, model = loaded.tokenizer, loaded.model
     if tokenizer.pad_token is None:
@@ -162,17 +166,17 @@ def run_preference(cfg: TrainOptions, algorithm: str, registry: Registry | None 
                             metrics=metrics, rows=rows, curves=curves, registry=registry)
 
 
-def run_dpo(cfg: DPOConfig, registry: Registry | None = None) -> TrainResult:
+def run_dpo(cfg: DPOConfig, registry: Registry | None = None) -> TrainResult | None:
     return run_preference(cfg, "dpo", registry)
 
 
-def run_kto(cfg: KTOConfig, registry: Registry | None = None) -> TrainResult:
+def run_kto(cfg: KTOConfig, registry: Registry | None = None) -> TrainResult | None:
     return run_preference(cfg, "kto", registry)
 
 
-def run_orpo(cfg: ORPOConfig, registry: Registry | None = None) -> TrainResult:
+def run_orpo(cfg: ORPOConfig, registry: Registry | None = None) -> TrainResult | None:
     return run_preference(cfg, "orpo", registry)
 
 
-def run_simpo(cfg: SimPOConfig, registry: Registry | None = None) -> TrainResult:
+def run_simpo(cfg: SimPOConfig, registry: Registry | None = None) -> TrainResult | None:
     return run_preference(cfg, "simpo", registry)

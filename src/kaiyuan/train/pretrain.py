@@ -22,6 +22,7 @@ from kaiyuan.models import load_model
 from kaiyuan.train.common import (
     TrainOptions,
     TrainResult,
+    finished_run,
     logged_rows,
     lora_config,
     register_trained,
@@ -29,6 +30,7 @@ from kaiyuan.train.common import (
     train,
     trainer_arguments,
 )
+from kaiyuan.train.distributed import is_main_process
 
 PER_DOCUMENT_BACKENDS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 
@@ -83,7 +85,7 @@ class PackedCollator:
         return {key: torch.tensor([f[key] for f in features]) for key in ("input_ids", "position_ids", "labels")}
 
 
-def run_pretrain(cfg: PretrainConfig, registry: Registry | None = None) -> TrainResult:
+def run_pretrain(cfg: PretrainConfig, registry: Registry | None = None) -> TrainResult | None:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
@@ -93,6 +95,8 @@ def run_pretrain(cfg: PretrainConfig, registry: Registry | None = None) -> Train
     texts = [r.text for r in records if r.text is not None]
     if not texts:
         raise KaiyuanError(f"dataset {data.id} has no raw text (records with a 'text' field, or .txt files)")
+    if (done := finished_run(cfg, "pretrain", registry, start, data)) is not None:
+        return done if is_main_process() else None
     torch.manual_seed(cfg.seed)
     loaded = load_model(start, registry, for_training=True)
     tokenizer, model = loaded.tokenizer, loaded.model

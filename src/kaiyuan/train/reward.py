@@ -21,14 +21,17 @@ from kaiyuan.progress import progress_bar
 from kaiyuan.train.common import (
     TrainOptions,
     TrainResult,
+    finished_run,
     length_limit,
     logged_rows,
+    mark_complete,
     plot_curve,
     stage_inputs,
     train,
     trainer_arguments,
     write_metrics,
 )
+from kaiyuan.train.distributed import is_main_process
 from kaiyuan.train.preference import preference_rows
 
 
@@ -91,8 +94,13 @@ def run_reward(cfg: RewardConfig, registry: Registry | None = None) -> TrainResu
     registry = registry or Registry()
     if not 0 <= cfg.heldout_fraction < 1:
         raise KaiyuanError(f"heldout_fraction must be in [0, 1), got {cfg.heldout_fraction}")
+    if cfg.deepspeed == "zero3":
+        raise KaiyuanError("train reward: --deepspeed zero3 shards the weights, and the held-out accuracy and the "
+                           "saved reward model need them whole; use --deepspeed zero2 or DDP (--nproc)")
     start, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, "the reward model", registry,
                                         need_pairs=True)
+    if (done := finished_run(cfg, "reward", registry, start, data)) is not None:
+        return done if is_main_process() else None
     torch.manual_seed(cfg.seed)
     model, tokenizer, _ = load_reward_model(start, registry)
     model.train()
@@ -138,4 +146,6 @@ def run_reward(cfg: RewardConfig, registry: Registry | None = None) -> TrainResu
         plot_curve(rows, "loss", writer.path / "loss_curve.png", f"reward loss — {name}")
     assert writer.artifact is not None
     png = writer.artifact.path / "loss_curve.png"
-    return TrainResult(writer.artifact, None, metrics, {"loss": png} if png.is_file() else {})
+    result = TrainResult(writer.artifact, None, metrics, {"loss": png} if png.is_file() else {})
+    mark_complete(cfg, "reward", result)
+    return result

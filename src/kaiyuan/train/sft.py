@@ -20,6 +20,7 @@ from kaiyuan.train.common import (
     TrainOptions,
     TrainResult,
     check_method,
+    finished_run,
     freeze_all_but_last,
     length_limit,
     logged_rows,
@@ -30,6 +31,7 @@ from kaiyuan.train.common import (
     train,
     trainer_arguments,
 )
+from kaiyuan.train.distributed import is_main_process
 
 
 @dataclass
@@ -58,7 +60,7 @@ def tokenize_records(tokenizer: Any, records: list, max_length: int, source: str
     return {"input_ids": input_ids, "assistant_masks": masks}
 
 
-def run_sft(cfg: SFTConfig, registry: Registry | None = None) -> TrainResult:
+def run_sft(cfg: SFTConfig, registry: Registry | None = None) -> TrainResult | None:
     import torch
     from datasets import Dataset
     from trl import SFTConfig as TRLSFTConfig
@@ -71,6 +73,8 @@ def run_sft(cfg: SFTConfig, registry: Registry | None = None) -> TrainResult:
         raise KaiyuanError(f"dataset {data.id} holds raw text; use `kaiyuan train pretrain` (SFT needs conversations)")
     if any(r.is_preference for r in records):
         raise KaiyuanError(f"dataset {data.id} holds preference pairs; SFT needs conversations")
+    if (done := finished_run(cfg, "sft", registry, base, data)) is not None:
+        return done if is_main_process() else None
 
     loaded = load_model(base, registry, for_training=True, quantization_config=quantization_config(cfg))
     tokenizer, model = loaded.tokenizer, loaded.model
