@@ -176,7 +176,8 @@ def report(args: argparse.Namespace, result: dict, models: list[str]) -> str:
     lines = [
         SECTION, "",
         f"`python benchmarks/soak.py --minutes {args.minutes:g} --clients {args.clients}` ({date.today()}, "
-        f"{os.cpu_count()} CPU cores): one `kaiyuan serve` with {' and '.join(models)}; {args.clients} clients, a "
+        f"{os.cpu_count()} CPU cores): one `kaiyuan serve` with {' and '.join(models)} (transformers and llama.cpp "
+        f"engines; OMP_NUM_THREADS={args.torch_threads}); {args.clients} clients, a "
         "request mix of 30 % streamed chat, 25 % chat, 15 % JSON mode, 10 % tools, 10 % streams dropped after 3 "
         f"events, 5 % text completions, 5 % invalid; a burst of {args.burst} requests every {args.burst_every:g} s "
         "(over --max-queue: 503 expected).", "",
@@ -199,6 +200,7 @@ def main() -> None:
     parser.add_argument("--burst-every", type=float, default=120)
     parser.add_argument("--window", type=float, default=2, help="minutes per row of the table")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--torch-threads", type=int, default=1, help="OMP_NUM_THREADS of the server")
     parser.add_argument("--no-write", action="store_true", help="print, do not write RESULTS.md")
     args = parser.parse_args()
 
@@ -206,7 +208,9 @@ def main() -> None:
     from kaiyuan.serve.server import free_port
 
     home = tempfile.mkdtemp(prefix="kaiyuan-soak-")
-    env = {**os.environ, "KAIYUAN_HOME": home, "HF_HUB_OFFLINE": "1"}
+    # torch gets one thread, so the two engines in one process do not oversubscribe a small box's cores (llama.cpp's
+    # threads spin at their barriers and slow down many times over when descheduled)
+    env = {**os.environ, "KAIYUAN_HOME": home, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.torch_threads)}
     gguf = str(smollm2_gguf_path())
     port = free_port()
     command = [sys.executable, "-m", "kaiyuan.cli", "serve", "tiny-llama", gguf, "--port", str(port),

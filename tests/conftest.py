@@ -33,3 +33,21 @@ def write_jsonl(path, rows):
 
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def run_cli(monkeypatch, capsys, *args):
+    """``kaiyuan ARGS`` in this process, as ``main()`` runs it: (exit code, stdout, stderr), lines unwrapped."""
+    import sys
+
+    from kaiyuan import cli as cli_module
+
+    monkeypatch.setattr(sys, "argv", ["kaiyuan", *map(str, args)])
+    monkeypatch.setattr(cli_module.err_console, "width", 1000)
+    monkeypatch.setattr(cli_module.console, "width", 1000)
+    code = 0
+    try:
+        cli_module.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -13,7 +13,7 @@ from kaiyuan.data import formats
 from kaiyuan.data.formats import DataError, Record, iter_json_objects, load_records, records_to_jsonl
 from kaiyuan.errors import KaiyuanError
 
-from .conftest import write_jsonl
+from .conftest import run_cli, write_jsonl
 
 CANONICAL = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
 LINE = json.dumps(CANONICAL) + "\n"
@@ -21,19 +21,7 @@ DEEP = "[" * 100_000 + "]" * 100_000
 
 
 def cli(monkeypatch, capsys, *args):
-    """``kaiyuan ARGS`` in this process: (exit code, stdout, stderr), lines unwrapped."""
-    from kaiyuan import cli as cli_module
-
-    monkeypatch.setattr(sys, "argv", ["kaiyuan", *map(str, args)])
-    monkeypatch.setattr(cli_module.err_console, "width", 1000)
-    monkeypatch.setattr(cli_module.console, "width", 1000)
-    code = 0
-    try:
-        cli_module.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(monkeypatch, capsys, *args)
 
 
 def gzipped(text: str) -> bytes:

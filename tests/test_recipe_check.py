@@ -3,7 +3,6 @@ missing data files, outputs a stage will never produce, misspellings with a "did
 all at once; unreadable recipe files are clear errors naming file and line."""
 
 import json
-import sys
 
 import pytest
 import yaml
@@ -11,6 +10,8 @@ import yaml
 from kaiyuan.config_cli import load_config
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.recipe import RecipeError, load_recipe, plan, run_recipe
+
+from .conftest import run_cli
 
 STAGES = ("synthetic, near_misses, pretrain, sft, dpo, kto, orpo, simpo, reward, ppo, grpo, eval, export")
 
@@ -31,18 +32,7 @@ def problems(value, source="r.yaml"):
 
 
 def cli(monkeypatch, capsys, *args):
-    from kaiyuan import cli as cli_module
-
-    monkeypatch.setattr(sys, "argv", ["kaiyuan", *map(str, args)])
-    monkeypatch.setattr(cli_module.err_console, "width", 1000)
-    monkeypatch.setattr(cli_module.console, "width", 1000)
-    code = 0
-    try:
-        cli_module.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(monkeypatch, capsys, *args)
 
 
 # ------------------------------------------------------------------------------------------- up front

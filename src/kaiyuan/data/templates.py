@@ -33,10 +33,26 @@ def chat_template_of(tokenizer: Any, chat_template: str | None = None) -> str:
     return template
 
 
+PROBE = "\x00kaiyuan-reply\x00"  # a reply no template changes and no header contains
+
+
 def render(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = False,
            chat_template: str | None = None) -> str:
+    """The conversation as the template renders it. The empty conversation (which transformers refuses) renders
+    as ""; with the generation prompt, as what the template puts before a reply that opens a conversation (the
+    assistant header, and any system prompt the template injects)."""
+    template = chat_template_of(tokenizer, chat_template)
+    if not messages:
+        if not add_generation_prompt:
+            return ""
+        probe = tokenizer.apply_chat_template([{"role": "assistant", "content": PROBE}], tokenize=False,
+                                              chat_template=template)
+        if PROBE not in probe:
+            raise TemplateError("the chat template does not render an assistant reply as it is; the assistant "
+                                "mask cannot be derived from it")
+        return probe[: probe.index(PROBE)]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                         chat_template=chat_template_of(tokenizer, chat_template))
+                                         chat_template=template)
 
 
 def assistant_spans(tokenizer: Any, messages: list[dict[str, str]],

@@ -12,7 +12,7 @@ import importlib.metadata
 import json
 import os
 import platform
-import subprocess
+import subprocess  # nosec B404: argv lists, never a shell
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -119,9 +119,9 @@ def kaiyuan_git_commit() -> str | None:
     """The commit of the kaiyuan checkout this code runs from (``+dirty`` when it has local changes)."""
     source_dir = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source_dir, capture_output=True,
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source_dir, capture_output=True,  # nosec B603 B607: git on PATH with a fixed argv
                                 text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=source_dir.parent.parent,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=source_dir.parent.parent,  # nosec B603 B607: git on PATH with a fixed argv
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

@@ -350,13 +350,13 @@ class Registry:
         """An artifact by id, by unique id prefix, or by name (the newest with that name)."""
         kind_sql, kind_args = (" AND kind = ?", [kind]) if kind else ("", [])
         with self._db() as conn:
-            row = conn.execute(f"SELECT * FROM artifacts WHERE id = ?{kind_sql}", [ref, *kind_args]).fetchone()
+            row = conn.execute(f"SELECT * FROM artifacts WHERE id = ?{kind_sql}", [ref, *kind_args]).fetchone()  # nosec B608: only a fixed clause is formatted in; values are bound
             if row is None:
                 row = conn.execute(
-                    f"SELECT * FROM artifacts WHERE name = ?{kind_sql} ORDER BY created_at DESC, rowid DESC",
+                    f"SELECT * FROM artifacts WHERE name = ?{kind_sql} ORDER BY created_at DESC, rowid DESC",  # nosec B608: only a fixed clause is formatted in; values are bound
                     [ref, *kind_args]).fetchone()
             if row is None and len(ref) >= 6:
-                rows = conn.execute(f"SELECT * FROM artifacts WHERE id LIKE ?{kind_sql}",
+                rows = conn.execute(f"SELECT * FROM artifacts WHERE id LIKE ?{kind_sql}",  # nosec B608: only a fixed clause is formatted in; values are bound
                                     [ref.replace("%", "") + "%", *kind_args]).fetchall()
                 row = rows[0] if len(rows) == 1 else None
         return self._row(row) if row else None

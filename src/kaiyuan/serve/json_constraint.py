@@ -20,9 +20,14 @@ from kaiyuan.serve.engines.base import UnsupportedRequestError
 # characters that complete it (``residual``), which is how the output is steered to finish within max_tokens.
 #
 # Supported: type (and lists of types), properties/required, additionalProperties (a schema, for objects without
-# properties), items/minItems/maxItems, minLength/maxLength, enum, const, anyOf/oneOf, allOf with one member, local
-# $ref. Objects with properties accept only those keys. Any other keyword (minimum, pattern, format, …) is refused
-# with UnsupportedRequestError rather than ignored; annotations (title, description, …) are taken.
+# properties and for required keys not among them), items/minItems/maxItems, minLength/maxLength (in code points: a
+# surrogate-pair escape is one), enum, const, anyOf, allOf, oneOf with options that provably exclude each other,
+# local $ref. Every keyword of a schema holds together: anyOf/oneOf/allOf/$ref are multiplied out with the keywords
+# beside them into flat readings (min* the largest, max* the smallest, types intersected, properties merged,
+# enum/const literals kept only where the other keywords accept them). Objects with properties accept only those
+# keys; a schema without type is taken for the types its keywords are about (properties: an object). Any other
+# keyword (minimum, pattern, format, …) is refused with UnsupportedRequestError rather than ignored; annotations
+# (title, description, …) are taken. The invariant: text the parser accepts is JSON that matches the schema.
 
 WHITESPACE = " \t\n\r"
 MAX_INDENT = 20
@@ -71,19 +76,44 @@ ANY = _any_value()
 STRING = Node("string", min_len=2)
 
 
-def _literal(values: list[Any]) -> Node:
-    texts = tuple(dict.fromkeys(json.dumps(v, ensure_ascii=False, separators=(",", ":")) for v in values))
+class NoValue(UnsupportedRequestError):
+    """The schema, or one reading of it (an ``anyOf`` option, a member of a type list), allows no value. A
+    union drops such a reading; a schema left with none is refused with this error."""
+
+
+def _literal_texts(values: list[Any]) -> list[str]:
+    """The JSON texts of ``values`` (once each). Values with no JSON text (NaN) and strings holding lone UTF-16
+    surrogates (not Unicode, so the output never holds one) are left out."""
+    texts = []
+    for value in values:
+        try:
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError):
+            continue
+        if not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+            texts.append(text)
+    return list(dict.fromkeys(texts))
+
+
+def _literal(values: list[Any], texts: list[str] | None = None) -> Node:
+    """The node for the JSON values ``values`` (or for their JSON ``texts``, when given)."""
+    texts = _literal_texts(values) if texts is None else texts
     if not texts:
-        raise UnsupportedRequestError("an empty enum in the JSON schema allows no value")
-    return Node("literal", literals=texts, min_len=min(map(len, texts)))
+        raise NoValue("an empty enum in the JSON schema allows no value")
+    return Node("literal", literals=tuple(texts), min_len=min(map(len, texts)))
 
 
 # what the decoder enforces, and annotations that constrain nothing; any other keyword is refused, never ignored
-ENFORCED_KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "items", "minItems",
-                               "maxItems", "minLength", "maxLength", "enum", "const", "anyOf", "oneOf", "allOf",
-                               "$ref"})
+FLAT_KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "items", "minItems",
+                           "maxItems", "minLength", "maxLength", "enum", "const"})
+ENFORCED_KEYWORDS = FLAT_KEYWORDS | {"anyOf", "oneOf", "allOf", "$ref"}
 ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$schema", "$id", "$comment", "$defs",
                          "definitions", "deprecated", "readOnly", "writeOnly"})
+TYPES = ("object", "array", "string", "integer", "number", "boolean", "null")
+TYPE_KEYWORDS = {"object": ("properties", "required", "additionalProperties"), "array": ("items", "minItems",
+                 "maxItems"), "string": ("minLength", "maxLength")}
+MAX_DEPTH = 40
+MAX_READINGS = 64  # a schema is compiled as a union of at most this many combinator-free readings
 
 
 def unsupported_keyword(schema: Any) -> str | None:
@@ -94,94 +124,387 @@ def unsupported_keyword(schema: Any) -> str | None:
     return None
 
 
-def compile_schema(schema: Any, root: Any = None, depth: int = 0) -> Node:
-    """The node for a JSON schema (a dict; ``{}`` or ``True`` is any value)."""
-    root = schema if root is None else root
-    if depth > 40:
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality as JSON schema has it (``1 == 1.0``, but ``true != 1``)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+def _common(a: list[Any], b: list[Any]) -> list[Any]:
+    return [x for x in a if any(_same(x, y) for y in b)]
+
+
+def _count(schema: dict[str, Any], key: str) -> int | None:
+    value = schema.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value != int(value):
+        raise UnsupportedRequestError(f"{key} must be a non-negative integer")
+    return int(value)
+
+
+def _resolve(ref: Any, root: Any) -> Any:
+    if not isinstance(ref, str) or not ref.startswith("#"):
+        raise UnsupportedRequestError(f"only local $refs are supported, not {ref!r}")
+    target = root
+    for part in filter(None, ref[1:].split("/")):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(target, dict) or part not in target:
+            raise UnsupportedRequestError(f"the $ref {ref!r} points nowhere")
+        target = target[part]
+    return target
+
+
+def _flat(schema: dict[str, Any]) -> dict[str, Any]:
+    """The combinator-free keywords of ``schema``, checked and normalized: ``type`` a tuple of type names,
+    ``const`` folded into ``enum``, counts as ints."""
+    flat: dict[str, Any] = {}
+    if "type" in schema:
+        kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        for kind in kinds:
+            if kind not in TYPES:
+                raise UnsupportedRequestError(f"unknown JSON schema type {kind!r}")
+        if not kinds:
+            raise NoValue("an empty type list allows no value")
+        flat["type"] = tuple(dict.fromkeys(kinds))
+    if "enum" in schema:
+        if not isinstance(schema["enum"], list):
+            raise UnsupportedRequestError("enum must be a list")
+        flat["enum"] = list(schema["enum"])
+    if "const" in schema:
+        flat["enum"] = _common(flat.get("enum", [schema["const"]]), [schema["const"]])
+    for key in ("minLength", "maxLength", "minItems", "maxItems"):
+        if (count := _count(schema, key)) is not None:
+            flat[key] = count
+    if "properties" in schema:
+        if not isinstance(schema["properties"], dict):
+            raise UnsupportedRequestError("properties must be an object")
+        flat["properties"] = dict(schema["properties"])
+    if "required" in schema:
+        if not isinstance(schema["required"], list) or not all(isinstance(n, str) for n in schema["required"]):
+            raise UnsupportedRequestError("required must be a list of property names")
+        flat["required"] = list(dict.fromkeys(schema["required"]))
+    for key in ("additionalProperties", "items"):
+        if key in schema:
+            if not isinstance(schema[key], bool | dict):
+                raise UnsupportedRequestError(f"{key} must be a schema (an object or a boolean)")
+            flat[key] = schema[key]
+    return flat
+
+
+def _both(a: Any, b: Any) -> Any:
+    """The schema of values that match both ``a`` and ``b``."""
+    if a is True or a == {}:
+        return b
+    if b is True or b == {}:
+        return a
+    if a is False or b is False:
+        return False
+    return {"allOf": [a, b]}
+
+
+def _meet(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """The flat schema of values that match both flat schemas ``a`` and ``b`` (exactly: no more, no fewer)."""
+    out = {**a, **b}
+    if "type" in a and "type" in b:
+        kinds = [t if t == u else "integer" for t in a["type"] for u in b["type"]
+                 if t == u or {t, u} == {"integer", "number"}]
+        if not kinds:
+            raise NoValue(f"no value has one of the types {list(a['type'])} and one of {list(b['type'])}")
+        out["type"] = tuple(dict.fromkeys(kinds))
+    if "enum" in a and "enum" in b:
+        out["enum"] = _common(a["enum"], b["enum"])
+    for key, pick in (("minLength", max), ("minItems", max), ("maxLength", min), ("maxItems", min)):
+        if key in a and key in b:
+            out[key] = pick(a[key], b[key])
+    if "items" in a and "items" in b:
+        out["items"] = _both(a["items"], b["items"])
+    if any(key in a for key in TYPE_KEYWORDS["object"]) and any(key in b for key in TYPE_KEYWORDS["object"]):
+        props_a, props_b = a.get("properties", {}), b.get("properties", {})
+        extra_a, extra_b = a.get("additionalProperties", True), b.get("additionalProperties", True)
+        out["properties"] = {name: _both(props_a.get(name, extra_a), props_b.get(name, extra_b))
+                             for name in {**props_a, **props_b}}
+        out["additionalProperties"] = _both(extra_a, extra_b)
+        out["required"] = list(dict.fromkeys(a.get("required", []) + b.get("required", [])))
+    return out
+
+
+def _product(readings: list[dict[str, Any]], others: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Readings matching one of ``readings`` and one of ``others``: each pair met (pairs that allow no value go)."""
+    out = []
+    for a in readings:
+        for b in others:
+            try:
+                out.append(_meet(a, b))
+            except NoValue:
+                continue
+            if len(out) > MAX_READINGS:
+                raise UnsupportedRequestError(f"the JSON schema's anyOf/oneOf/allOf combine into more than "
+                                              f"{MAX_READINGS} alternatives")
+    return out
+
+
+def _readings(schema: Any, root: Any, depth: int) -> list[dict[str, Any]]:
+    """``schema`` as a union of flat (combinator-free) schemas: its own flat keywords met with its ``$ref``, every
+    ``allOf`` member, one ``anyOf`` option and one ``oneOf`` option. Empty: no value matches."""
+    if depth > MAX_DEPTH:
         raise UnsupportedRequestError("the JSON schema nests too deeply (or refers to itself)")
-    if schema is True or schema == {}:
-        return ANY
+    if schema is True:
+        return [{}]
+    if schema is False:
+        return []
     if not isinstance(schema, dict):
         raise UnsupportedRequestError("a JSON schema must be an object")
     keyword = unsupported_keyword(schema)
     if keyword is not None:
         raise UnsupportedRequestError(f"the JSON schema keyword {keyword!r} is not supported (the output could not "
                                       "be held to it)")
-    sub = lambda s: compile_schema(s, root, depth + 1)  # noqa: E731
+    try:
+        readings = [_flat(schema)]
+    except NoValue:
+        return []
     if "$ref" in schema:
-        ref = schema["$ref"]
-        if not isinstance(ref, str) or not ref.startswith("#"):
-            raise UnsupportedRequestError(f"only local $refs are supported, not {ref!r}")
-        target = root
-        for part in filter(None, ref[1:].split("/")):
-            part = part.replace("~1", "/").replace("~0", "~")
-            if not isinstance(target, dict) or part not in target:
-                raise UnsupportedRequestError(f"the $ref {ref!r} points nowhere")
-            target = target[part]
-        return sub(target)
-    if "const" in schema:
-        return _literal([schema["const"]])
-    if "enum" in schema:
-        if not isinstance(schema["enum"], list):
-            raise UnsupportedRequestError("enum must be a list")
-        return _literal(schema["enum"])
+        readings = _product(readings, _readings(_resolve(schema["$ref"], root), root, depth + 1))
+    if "allOf" in schema:
+        if not isinstance(schema["allOf"], list) or not schema["allOf"]:
+            raise UnsupportedRequestError("allOf must be a non-empty list")
+        for member in schema["allOf"]:
+            readings = _product(readings, _readings(member, root, depth + 1))
     for key in ("anyOf", "oneOf"):
         if key in schema:
             if not isinstance(schema[key], list) or not schema[key]:
                 raise UnsupportedRequestError(f"{key} must be a non-empty list")
-            rest = {k: v for k, v in schema.items() if k != key}
-            options = tuple(sub({**rest, **option} if isinstance(option, dict) else option) for option in schema[key])
-            return Node("union", options=options, min_len=min(o.min_len for o in options))
-    if "allOf" in schema:
-        if not isinstance(schema["allOf"], list) or len(schema["allOf"]) != 1:
-            raise UnsupportedRequestError("allOf is supported with one member only")
-        return sub({**{k: v for k, v in schema.items() if k != "allOf"}, **schema["allOf"][0]})
-    kind = schema.get("type")
-    if kind is None:
-        kind = "object" if "properties" in schema else "array" if "items" in schema else None
-        if kind is None:
-            return ANY
-    if isinstance(kind, list):
-        options = tuple(sub({**schema, "type": k}) for k in kind)
-        if not options:
-            raise UnsupportedRequestError("an empty type list allows no value")
-        return Node("union", options=options, min_len=min(o.min_len for o in options))
+            options = [r for option in schema[key] for r in _readings(option, root, depth + 1)]
+            if key == "oneOf":
+                _check_exclusive(schema, root, depth)
+            readings = _product(readings, options)
+    return readings
+
+
+# --- proving oneOf options mutually exclusive ---------------------------------------------------------------------
+#
+# An envelope over-approximates the values a schema matches: the JSON types they can have ("number" split into
+# integer and fraction, as JSON schema counts 1.0 an integer), the literals they are among (None: any), and for
+# objects, required properties whose values are among known literals (a tag, as in a discriminated union).
+
+BASE_TYPES = frozenset({"object", "array", "string", "integer", "fraction", "boolean", "null"})
+
+
+class Envelope(NamedTuple):
+    types: frozenset[str] = BASE_TYPES
+    literals: list[Any] | None = None
+    tags: dict[str, list[Any]] = {}  # never mutated
+
+    def meet(self, other: Envelope) -> Envelope:
+        literals = self.literals if other.literals is None else other.literals if self.literals is None else \
+            _common(self.literals, other.literals)
+        tags = {**self.tags, **other.tags}
+        for name in self.tags.keys() & other.tags.keys():
+            tags[name] = _common(self.tags[name], other.tags[name])
+        return Envelope(self.types & other.types, literals, tags)._settled()
+
+    def join(self, other: Envelope) -> Envelope:
+        literals = None if self.literals is None or other.literals is None else self.literals + other.literals
+        tags = {name: self.tags[name] + other.tags[name] for name in self.tags.keys() & other.tags.keys()}
+        return Envelope(self.types | other.types, literals, tags)
+
+    def _settled(self) -> Envelope:
+        if self.literals is None:
+            return self
+        literals = [v for v in self.literals if _base_type(v) in self.types]
+        return Envelope(frozenset(map(_base_type, literals)), literals, self.tags)
+
+    def excludes(self, other: Envelope) -> bool:
+        """Whether no value can match both (as far as the envelopes tell)."""
+        both = self.meet(other)
+        if not both.types or (both.literals is not None and not both.literals):
+            return True
+        return both.types == {"object"} and any(not values for values in both.tags.values())
+
+
+def _base_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return "integer"
+    return {float: "fraction", str: "string", list: "array", dict: "object"}.get(type(value), "null")
+
+
+def _envelope(schema: Any, root: Any, depth: int) -> Envelope:
+    if schema is False:
+        return Envelope(frozenset())
+    if not isinstance(schema, dict) or depth > MAX_DEPTH:
+        return Envelope()
+    env = Envelope()
+    kinds = schema.get("type")
+    if kinds is not None:
+        kinds = set(kinds if isinstance(kinds, list) else [kinds])
+        env = Envelope(frozenset(kinds - {"number"} | ({"integer", "fraction"} if "number" in kinds else set())))
+    if isinstance(schema.get("enum"), list):
+        env = env.meet(Envelope(literals=list(schema["enum"])))
+    if "const" in schema:
+        env = env.meet(Envelope(literals=[schema["const"]]))
+    props, required = schema.get("properties"), schema.get("required")
+    if isinstance(props, dict) and isinstance(required, list):
+        tags = {}
+        for name in required:
+            if isinstance(name, str) and name in props:
+                literals = _envelope(props[name], root, depth + 1).literals
+                if literals is not None:
+                    tags[name] = literals
+        env = env.meet(Envelope(tags=tags))
+    members = list(schema["allOf"]) if isinstance(schema.get("allOf"), list) else []
+    if "$ref" in schema:
+        try:
+            members.append(_resolve(schema["$ref"], root))
+        except UnsupportedRequestError:
+            pass
+    for member in members:
+        env = env.meet(_envelope(member, root, depth + 1))
+    for key in ("anyOf", "oneOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            options = [_envelope(option, root, depth + 1) for option in schema[key]]
+            union = options[0]
+            for option in options[1:]:
+                union = union.join(option)
+            env = env.meet(union)
+    return env._settled()
+
+
+def _check_exclusive(schema: dict[str, Any], root: Any, depth: int) -> None:
+    """Refuse a ``oneOf`` whose options are not provably mutually exclusive (the decoder can only hold the output
+    to one option; with exclusive options, matching one is matching exactly one)."""
+    rest = _envelope({k: v for k, v in schema.items() if k != "oneOf"}, root, depth + 1)
+    options = [rest.meet(_envelope(option, root, depth + 1)) for option in schema["oneOf"]]
+    for i, a in enumerate(options):
+        for j in range(i + 1, len(options)):
+            if not a.excludes(options[j]):
+                raise UnsupportedRequestError(
+                    f"oneOf is supported only with options that exclude each other (different types, different "
+                    f"const/enum values, or objects told apart by a required const property); options {i} and {j} "
+                    "may both match a value")
+
+
+# --- compiling ------------------------------------------------------------------------------------------------------
+
+def _union(nodes: list[Node]) -> Node:
+    if len(nodes) == 1:
+        return nodes[0]
+    return Node("union", options=tuple(nodes), min_len=min(n.min_len for n in nodes))
+
+
+def compile_schema(schema: Any, root: Any = None, depth: int = 0) -> Node:
+    """The node for a JSON schema (a dict; ``{}`` or ``True`` is any value). The schema's combinators are
+    multiplied out into flat readings (see ``_readings``), each compiled; text the node accepts matches the
+    schema, and a keyword or combination it cannot hold the output to is refused (UnsupportedRequestError)."""
+    root = schema if root is None else root
+    if depth > MAX_DEPTH:
+        raise UnsupportedRequestError("the JSON schema nests too deeply (or refers to itself)")
+    if schema is True or schema == {}:
+        return ANY
+    nodes, problem = [], None
+    for flat in _readings(schema, root, depth):
+        try:
+            nodes.append(_compile_flat(flat, root, depth))
+        except NoValue as exc:
+            problem = exc
+    if not nodes:
+        raise problem or NoValue("the JSON schema allows no value")
+    return _union(nodes)
+
+
+def _compile_flat(flat: dict[str, Any], root: Any, depth: int, infer: bool = True) -> Node:
+    """The node for a flat schema. Without ``type``: the types its keywords are about when ``infer`` (a schema
+    with ``properties`` is taken for an object), else every type."""
+    if "enum" in flat:
+        rest = {k: v for k, v in flat.items() if k != "enum"}
+        texts = _literal_texts(flat["enum"])
+        if rest:  # keep the literals the rest of the schema accepts
+            try:
+                check = initial_state(_compile_flat(rest, root, depth, infer=False))
+            except NoValue:
+                texts = []
+            else:
+                texts = [t for t in texts if finished(advance(check, t))]
+        if not texts:
+            raise NoValue("the enum/const in the JSON schema allows no value (with the keywords beside it)")
+        return _literal([], texts)
+    kinds = flat.get("type")
+    if kinds is None:
+        kinds = [t for t, keys in TYPE_KEYWORDS.items() if any(k in flat for k in keys)] if infer else []
+        if not kinds:
+            if not any(k in flat for keys in TYPE_KEYWORDS.values() for k in keys):
+                return ANY
+            kinds = ["object", "array", "string", "number", "boolean", "null"]
+    if "integer" in kinds and "number" in kinds:
+        kinds = [k for k in kinds if k != "integer"]
+    nodes, problem = [], None
+    for kind in kinds:
+        try:
+            nodes.append(_compile_typed(kind, flat, root, depth))
+        except NoValue as exc:
+            problem = exc
+    if not nodes:
+        raise problem or NoValue("the JSON schema allows no value")
+    return _union(nodes)
+
+
+def _compile_typed(kind: str, flat: dict[str, Any], root: Any, depth: int) -> Node:
+    sub = lambda s: compile_schema(s, root, depth + 1)  # noqa: E731
     if kind == "object":
-        props = schema.get("properties") or {}
-        required = schema.get("required") or []
-        if not isinstance(props, dict) or not isinstance(required, list):
-            raise UnsupportedRequestError("properties must be an object and required a list")
-        properties = {name: sub(s) for name, s in props.items()}
-        for name in required:  # a required key without a schema takes any value
-            properties.setdefault(name, ANY)
-        extra = schema.get("additionalProperties", True)
-        if properties or extra is False:
-            extra = None  # only the listed keys (with no properties and no additional ones: only {})
+        props, required = flat.get("properties", {}), flat.get("required", [])
+        extra = flat.get("additionalProperties", True)
+        properties = {}
+        for name, schema in props.items():
+            try:
+                properties[name] = sub(schema)
+            except NoValue:
+                if name in required:
+                    raise NoValue(f"the required property {name!r} allows no value") from None
+        for name in required:  # a required key without a schema takes what additionalProperties allows
+            if name not in props:
+                try:
+                    properties[name] = sub(extra)
+                except NoValue:
+                    raise NoValue(f"the required property {name!r} is not allowed by additionalProperties") from None
+        if props or properties or extra is False:
+            extra_node = None  # only the listed keys (with no properties and no additional ones: only {})
         else:
-            extra = ANY if extra in (True, None) else sub(extra)
-        node = Node("object", properties=properties, required=frozenset(required), extra=extra,
+            try:
+                extra_node = sub(extra)
+            except NoValue:
+                extra_node = None
+        node = Node("object", properties=properties, required=frozenset(required), extra=extra_node,
                     keys={name: json.dumps(name, ensure_ascii=False) for name in properties})
         node.min_len = 1 + _tail(node, node.required) - (1 if required else 0)  # "{", the required keys, "}"
         return node
     if kind == "array":
-        items = sub(schema.get("items", {}))
-        low, high = int(schema.get("minItems", 0)), schema.get("maxItems")
-        if high is not None and int(high) < low:
-            raise UnsupportedRequestError("maxItems is below minItems")
-        return Node("array", items=items, min_items=low, max_items=None if high is None else int(high),
+        low, high = flat.get("minItems", 0), flat.get("maxItems")
+        try:
+            items = sub(flat.get("items", True))
+        except NoValue:
+            items, high = ANY, 0  # items that allow no value: only []
+        if high is not None and high < low:
+            raise NoValue("maxItems is below minItems (or the items allow no value)")
+        return Node("array", items=items, min_items=low, max_items=high,
                     min_len=2 + low * items.min_len + max(0, low - 1))
     if kind == "string":
-        low, high = int(schema.get("minLength", 0)), schema.get("maxLength")
-        if high is not None and int(high) < low:
-            raise UnsupportedRequestError("maxLength is below minLength")
-        return Node("string", min_length=low, max_length=None if high is None else int(high), min_len=2 + low)
+        low, high = flat.get("minLength", 0), flat.get("maxLength")
+        if high is not None and high < low:
+            raise NoValue("maxLength is below minLength")
+        return Node("string", min_length=low, max_length=high, min_len=2 + low)
     if kind in ("integer", "number"):
         return Node(kind)
     if kind == "boolean":
         return _literal([True, False])
-    if kind == "null":
-        return _literal([None])
-    raise UnsupportedRequestError(f"unknown JSON schema type {kind!r}")
+    return _literal([None])
 
 
 @lru_cache(maxsize=64)
@@ -327,26 +650,41 @@ class Arr(NamedTuple):
 
 
 class Str(NamedTuple):
-    """Inside a string of ``length`` characters so far (counted only as far as min/maxLength need); ``escape``:
-    ``\\`` after a backslash, ``u4`` … ``u1`` while hex digits of ``\\uXXXX`` are due."""
+    """Inside a string of ``length`` characters so far (counted only as far as min/maxLength need, in code
+    points, as JSON schema counts them); ``escape``: ``\\`` after a backslash, ``u4`` … ``u1`` while hex digits
+    of ``\\uXXXX`` are due, ``code`` holding the digits so far. A ``\\u`` escape of a UTF-16 high surrogate
+    must be followed by one of a low surrogate (``high`` in between), the pair being one character; a lone
+    surrogate (not Unicode) is refused, escaped or raw."""
 
     node: Node
     length: int
     escape: str
+    code: int = 0
+    high: bool = False
 
     def feed(self, ch: str) -> list[tuple[Any, ...]]:
         if self.escape == "\\":
             if ch == "u":
-                return [(self._replace(escape="u4"),)]
-            return [(self._grown(),)] if ch in '"\\/bfnrt' else []
+                return [(self._replace(escape="u4", code=0),)]
+            return [(self._grown(),)] if ch in '"\\/bfnrt' and not self.high else []
         if self.escape:
             if ch not in HEX:
                 return []
-            left = int(self.escape[1]) - 1
-            return [(self._replace(escape=f"u{left}"),)] if left else [(self._grown(),)]
+            code, left = self.code * 16 + int(ch, 16), int(self.escape[1]) - 1
+            low, high = _code_range(code, left)
+            if (self.high and (high < 0xDC00 or low > 0xDFFF)) or (not self.high and 0xDC00 <= low <= high <= 0xDFFF):
+                return []  # after a high surrogate only a low one; never a lone low one
+            if left:
+                return [(self._replace(escape=f"u{left}", code=code),)]
+            if not self.high and 0xD800 <= code <= 0xDBFF:
+                return [(Str(self.node, self.length, "", 0, True),)]
+            return [(self._grown(),)]
+        if self.high:
+            return [(self._replace(escape="\\"),)] if ch == "\\" else []
         if ch == '"':
             return [()] if self.length >= self.node.min_length else []
-        if ord(ch) < 0x20 or (self.node.max_length is not None and self.length >= self.node.max_length):
+        if ord(ch) < 0x20 or 0xD800 <= ord(ch) <= 0xDFFF or (self.node.max_length is not None
+                                                             and self.length >= self.node.max_length):
             return []
         return [(self._replace(escape="\\"),)] if ch == "\\" else [(self._grown(),)]
 
@@ -358,8 +696,22 @@ class Str(NamedTuple):
         return False
 
     def residual(self) -> int:
-        pending = 1 if self.escape == "\\" else int(self.escape[1]) if self.escape else 0
-        return 1 + max(0, self.node.min_length - self.length) + pending
+        if not self.escape and not self.high:
+            return 1 + max(0, self.node.min_length - self.length)
+        if self.escape == "\\":  # a character under way: the rest of it, then the rest of the string
+            pending = 5 if self.high else 1
+        elif self.escape:
+            left = int(self.escape[1])
+            low, high = _code_range(self.code, left)
+            pending = left + (6 if not self.high and 0xD800 <= low <= high <= 0xDBFF else 0)
+        else:
+            pending = 6
+        return 1 + max(0, self.node.min_length - self.length - 1) + pending
+
+
+def _code_range(code: int, left: int) -> tuple[int, int]:
+    """The codes a ``\\u`` escape can still end as, with hex digits ``code`` so far and ``left`` to come."""
+    return code << 4 * left, ((code + 1) << 4 * left) - 1
 
 
 NUMBER_MOVES = {  # phase -> (characters, next phase)

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kaiyuan.serve.guard import send_json
 from kaiyuan.serve.protocol import error_body
 
 Scope = dict[str, Any]
@@ -78,15 +79,6 @@ class ServerMetrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
-
-
-async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()
-                     ) -> None:
-    data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            *headers]})
-    await send({"type": "http.response.body", "body": data})
 
 
 class _ResponseWatcher:
@@ -189,7 +181,7 @@ class OperationsMiddleware:
             body = await self._read_body(scope, receive)
             if isinstance(body, int):  # over the limit: answered without reading the rest
                 self.metrics.requests.labels(route, "413").inc()
-                await _send_json(send, 413, error_body(f"Request body of {body} bytes is over the limit of "
+                await send_json(send, 413, error_body(f"Request body of {body} bytes is over the limit of "
                                                        f"{self.limits.max_body_bytes} bytes."),
                                  headers=[(b"connection", b"close")])
                 return
@@ -199,7 +191,7 @@ class OperationsMiddleware:
             return
         if not await self._admit():
             self.metrics.requests.labels(route, "503").inc()
-            await _send_json(send, 503, error_body(
+            await send_json(send, 503, error_body(
                 f"Server busy: {self.running} requests running and {self.waiting} waiting; retry later.",
                 "server_busy_error", code="server_busy"),
                 headers=[(b"retry-after", str(self.limits.retry_after_s).encode())])
@@ -209,7 +201,7 @@ class OperationsMiddleware:
             await asyncio.wait_for(self.app(scope, receive, watcher), self.limits.request_timeout_s)
         except TimeoutError:
             if not watcher.status:
-                await _send_json(send, 504, error_body(
+                await send_json(send, 504, error_body(
                     f"The request took longer than {self.limits.request_timeout_s:g} s and was cancelled.",
                     "timeout_error", code="request_timeout"))
                 watcher.status = 504

@@ -46,7 +46,10 @@ def register_dataset(records: list[Record] | list[dict], name: str, license: str
     return writer.artifact
 
 
-def dataset_records(artifact: Artifact) -> list[Record]:
+def dataset_records(artifact: Artifact, registry: Registry | None = None) -> list[Record]:
+    """The dataset's records, once its files are checked against its manifest (a damaged dataset is refused,
+    naming the file, before anything trains or evaluates on it)."""
+    (registry or Registry()).ensure_intact(artifact)
     return load_records(artifact.path / DATA_FILE, "auto").records
 
 
@@ -392,6 +395,25 @@ def _logged_mean_loss(log_history: list[dict[str, Any]]) -> float | None:
     return total / steps if steps else None
 
 
+def last_complete_checkpoint(directory: str) -> str | None:
+    """The newest ``checkpoint-N`` that was saved to the end (its ``trainer_state.json`` is written last and
+    parses); a checkpoint a crash cut short is passed over, with a note."""
+    import json
+    import re
+    import sys
+    from pathlib import Path
+
+    found = sorted((int(m.group(1)), p) for p in Path(directory).iterdir()
+                   if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name)))
+    for _, path in reversed(found):
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+            return str(path)
+        except (OSError, ValueError):
+            print(f"{path}: an incomplete checkpoint (no readable trainer_state.json): passed over", file=sys.stderr)
+    return None
+
+
 def train(trainer: Any, opts: TrainOptions) -> Any:
     """``trainer.train()``, continuing from the run's last checkpoint when ``opts.resume``.
 
@@ -401,14 +423,14 @@ def train(trainer: Any, opts: TrainOptions) -> Any:
     import os
     import sys
 
-    from transformers.trainer_utils import TrainOutput, get_last_checkpoint
+    from transformers.trainer_utils import TrainOutput
 
     if os.environ.get("KAIYUAN_KILL_AT_STEP"):
         trainer.add_callback(KillAtStep(int(os.environ["KAIYUAN_KILL_AT_STEP"])))
     checkpoint = None
     if opts.resume:
         directory = trainer.args.output_dir
-        checkpoint = get_last_checkpoint(directory) if os.path.isdir(directory) else None
+        checkpoint = last_complete_checkpoint(directory) if os.path.isdir(directory) else None
         print(f"resuming from {checkpoint}" if checkpoint else f"no checkpoint in {directory}: starting afresh",
               file=sys.stderr)
     if checkpoint is None:

@@ -47,9 +47,9 @@ def load_reward_model(ref: str | Artifact, registry: Registry | None = None) -> 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     artifact = ref if isinstance(ref, Artifact) else resolve_model(ref, registry)
-    model = AutoModelForSequenceClassification.from_pretrained(artifact.path, num_labels=1, dtype=torch.float32,
+    model = AutoModelForSequenceClassification.from_pretrained(artifact.path, num_labels=1, dtype=torch.float32,  # nosec B615: a local artifact directory
                                                                use_safetensors=True)
-    tokenizer = AutoTokenizer.from_pretrained(artifact.path)
+    tokenizer = AutoTokenizer.from_pretrained(artifact.path)  # nosec B615: a local artifact directory
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
