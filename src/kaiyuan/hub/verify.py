@@ -109,11 +109,11 @@ def _expected_bytes(folders: list[tuple[Path, Manifest]]) -> int:
 
 
 def _hash_progress(total: int, enabled: bool) -> Any:
-    if not enabled or total < PROGRESS_MIN_BYTES:
+    from kaiyuan.progress import stderr_console
+
+    if not enabled or total < PROGRESS_MIN_BYTES or not stderr_console.is_terminal:  # no bar into a pipe or log
         return nullcontext(None)
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-
-    from kaiyuan.progress import stderr_console
 
     return Progress(TextColumn("[bold]verify"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                     TimeRemainingColumn(), console=stderr_console, transient=True)
