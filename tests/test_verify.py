@@ -268,9 +268,14 @@ def test_a_quarantined_parent_is_a_note_not_a_problem(home):
                                                        f"quarantine (quarantine/{parent.id}-")
 
 
-def test_a_progress_bar_only_for_large_homes(monkeypatch):
+def test_a_progress_bar_only_for_large_homes_on_a_terminal(monkeypatch):
     from rich.progress import Progress
 
+    from kaiyuan.progress import stderr_console
+
+    monkeypatch.setattr(type(stderr_console), "is_terminal", property(lambda self: False))
+    assert isinstance(verify_module._hash_progress(verify_module.PROGRESS_MIN_BYTES, True), nullcontext)  # a pipe
+    monkeypatch.setattr(type(stderr_console), "is_terminal", property(lambda self: True))
     assert isinstance(verify_module._hash_progress(verify_module.PROGRESS_MIN_BYTES, True), Progress)
     assert isinstance(verify_module._hash_progress(verify_module.PROGRESS_MIN_BYTES - 1, True), nullcontext)
     assert isinstance(verify_module._hash_progress(verify_module.PROGRESS_MIN_BYTES, False), nullcontext)
