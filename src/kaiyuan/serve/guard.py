@@ -14,7 +14,7 @@ import hmac
 import json
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kaiyuan.serve.protocol import error_body
@@ -145,7 +145,8 @@ class RequestGuard:
             message, param = problem
             await send_json(send, 400, error_body(message, param=param))
             return
-        await self.app(scope, _replay(body, more, receive), send)
+        await self.app(scope, replay([{"type": "http.request", "body": body, "more_body": False}, *more], receive),
+                       send)
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, list[Message]]:
@@ -160,12 +161,12 @@ async def _read_body(receive: Receive) -> tuple[bytes, list[Message]]:
             return b"".join(chunks), []
 
 
-def _replay(body: bytes, more: list[Message], receive: Receive) -> Receive:
-    pending: Iterator[Message] = iter([{"type": "http.request", "body": body, "more_body": False}, *more])
+def replay(messages: list[Message], receive: Receive) -> Receive:
+    """``receive`` that first hands out ``messages`` (a body already read), then the client's next ones."""
+    pending = list(messages)
 
     async def replayed() -> Message:
-        message = next(pending, None)
-        return message if message is not None else await receive()
+        return pending.pop(0) if pending else await receive()
 
     return replayed
 

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kaiyuan.serve.guard import send_json
+from kaiyuan.serve.guard import replay, send_json
 from kaiyuan.serve.protocol import error_body
 
 Scope = dict[str, Any]
@@ -141,16 +141,6 @@ class _ResponseWatcher:
 UNMATCHED_ROUTE = "unmatched"  # the route label of requests to paths the app does not serve
 
 
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    """``receive`` that first hands out ``messages`` (the body already read), then the client's next ones."""
-    pending = list(messages)
-
-    async def replayed() -> Message:
-        return pending.pop(0) if pending else await receive()
-
-    return replayed
-
-
 def _has_text(choice: dict[str, Any]) -> bool:
     delta = choice.get("delta") or {}
     return bool(delta.get("content") or choice.get("text"))
@@ -185,7 +175,7 @@ class OperationsMiddleware:
                                                        f"{self.limits.max_body_bytes} bytes."),
                                  headers=[(b"connection", b"close")])
                 return
-            receive = _replay(body, receive)
+            receive = replay(body, receive)
         if not path.startswith("/v1/") or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
