@@ -24,8 +24,8 @@ SECTION = "## PPO"
 
 
 def worker(model: str, steps: int) -> None:
+    from kaiyuan.data.datasets import register_dataset
     from kaiyuan.data.synthetic import generate_dates
-    from kaiyuan.train.common import register_dataset
     from kaiyuan.train.ppo import PPOConfig, run_ppo
 
     train, _ = generate_dates(64, 0, seed=0)

@@ -25,8 +25,8 @@ SECTION = "## SFT throughput"
 
 
 def worker(mode: str, model_dir: str, examples: int, batch_size: int) -> None:
+    from kaiyuan.data.datasets import register_dataset
     from kaiyuan.data.synthetic import generate_dates
-    from kaiyuan.train.common import register_dataset
     from kaiyuan.train.sft import SFTConfig, run_sft
 
     train, _ = generate_dates(examples, 0, seed=0)

@@ -40,10 +40,11 @@ def run_cli(monkeypatch, capsys, *args):
     import sys
 
     from kaiyuan import cli as cli_module
+    from kaiyuan.cli import output
 
     monkeypatch.setattr(sys, "argv", ["kaiyuan", *map(str, args)])
-    monkeypatch.setattr(cli_module.err_console, "width", 1000)
-    monkeypatch.setattr(cli_module.console, "width", 1000)
+    monkeypatch.setattr(output.err_console, "width", 1000)
+    monkeypatch.setattr(output.console, "width", 1000)
     code = 0
     try:
         cli_module.main()

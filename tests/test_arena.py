@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from kaiyuan.cli.evaluate import arena_app
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.evaluate.arena import (
     Battle,
@@ -22,7 +23,6 @@ from kaiyuan.evaluate.arena import (
     read_battles,
     store_battles,
 )
-from kaiyuan.evaluate.arena_cli import arena_app
 from tests.conftest import write_jsonl
 
 

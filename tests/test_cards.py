@@ -11,17 +11,9 @@ from markdown_it import MarkdownIt
 from typer.testing import CliRunner
 
 from kaiyuan.errors import KaiyuanError
-from kaiyuan.hub.card import (
-    CARD_FILE,
-    CARD_KIND,
-    DOCUMENTED,
-    card_of,
-    code_block,
-    hub_license,
-    md,
-    write_cards,
-)
+from kaiyuan.hub.card import code_block, hub_license, md, write_cards
 from kaiyuan.hub.manifest import Parent, hash_tree
+from kaiyuan.hub.openness import CARD_FILE, CARD_KIND, DOCUMENTED, card_of
 from kaiyuan.hub.registry import ArtifactWriter, Registry
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -5,7 +5,7 @@ import json
 from typer.testing import CliRunner
 
 from kaiyuan.cli import app
-from kaiyuan.demo import DemoConfig, run_demo
+from kaiyuan.pipeline.demo import DemoConfig, run_demo
 
 
 def test_demo_pipeline_on_tiny_llama(home):

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from kaiyuan.cli import app, main
 from kaiyuan.errors import KaiyuanError
-from kaiyuan.export.export_cli import ExportConfig, run_export
+from kaiyuan.export.export import ExportConfig, run_export
 from kaiyuan.export.gguf import CONVERTER_ENV, installed_llama_cpp_python, sdist_dirs
 from kaiyuan.hub.manifest import Parent
 from kaiyuan.hub.registry import ArtifactWriter, Registry
@@ -322,7 +322,7 @@ def test_unknown_target_exits_2_with_a_clear_error(export_home, monkeypatch, cap
 
 
 def test_dataset_model_and_quant_errors(tiny256):
-    from kaiyuan.train.common import register_dataset
+    from kaiyuan.data.datasets import register_dataset
 
     register_dataset([{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}],
                      "greetings", "CC0-1.0", "test")

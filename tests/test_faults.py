@@ -168,7 +168,7 @@ def test_sigkill_during_registry_updates(home):
 
 
 def test_sigkill_during_training_checkpoints(tiny, home):
-    from kaiyuan.train.common import register_dataset
+    from kaiyuan.data.datasets import register_dataset
 
     rows = [{"messages": [{"role": "user", "content": f"Convert March {d}, 19{d + 10}"},
                           {"role": "assistant", "content": f"19{d + 10}-03-{d:02d}"}]} for d in range(1, 17)]
@@ -243,7 +243,7 @@ def test_sigkill_during_an_export(tiny, home):
     assert proc.returncode == -signal.SIGKILL
     [(kind, merged_id)] = check_after_fault(home, committed, {"unindexed"})
     assert kind == "unindexed"
-    from kaiyuan.export.export_cli import ExportConfig, run_export
+    from kaiyuan.export.export import ExportConfig, run_export
 
     again = run_export(ExportConfig(model=committed[-1], to="merged"))
     assert again.artifact.id == merged_id  # the folder the crash left was indexed, and is reused

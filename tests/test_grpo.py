@@ -2,10 +2,10 @@ import json
 
 import pytest
 
+from kaiyuan.data.datasets import register_dataset
 from kaiyuan.data.synthetic import generate_dates
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.registry import Registry
-from kaiyuan.train.common import register_dataset
 from kaiyuan.train.grpo import GRPOConfig, run_grpo
 
 

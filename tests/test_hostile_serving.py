@@ -126,7 +126,7 @@ def test_clients_disconnecting_mid_stream_leave_no_sequence_running(served, engi
 # --- 2. empty API keys, exposure, rate limits, logs ---------------------------------------------------------------
 
 def test_an_empty_api_key_is_refused_everywhere(home, tmp_path, monkeypatch):
-    from kaiyuan.cli import read_api_keys
+    from kaiyuan.cli.serve import read_api_keys
     from kaiyuan.errors import KaiyuanError
 
     with pytest.raises(KaiyuanError, match=r"an empty API key \(--api-key\) would let anyone in"):
@@ -150,7 +150,7 @@ def test_an_empty_api_key_is_refused_everywhere(home, tmp_path, monkeypatch):
 
 
 def test_serving_beyond_loopback_needs_keys_or_insecure_no_auth():
-    from kaiyuan.cli import check_exposure
+    from kaiyuan.cli.serve import check_exposure
     from kaiyuan.errors import KaiyuanError
 
     with pytest.raises(KaiyuanError, match="--host 0.0.0.0 serves beyond this machine"):

@@ -357,8 +357,8 @@ def test_end_to_end_tiny_llama_judges_itself_through_the_cli(tiny, home, tmp_pat
     import typer
     from typer.testing import CliRunner
 
+    from kaiyuan.cli.evaluate import battle_command, judge_command
     from kaiyuan.evaluate.arena import load_stored_battles
-    from kaiyuan.evaluate.judge_cli import battle_command, judge_command
     from kaiyuan.hub.manifest import RELATIONS
     from kaiyuan.hub.registry import Registry
 

@@ -3,11 +3,12 @@ import json
 import pytest
 import torch
 
+from kaiyuan.data.datasets import register_dataset
 from kaiyuan.data.synthetic import generate_date_preferences, generate_dates
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.registry import Registry
-from kaiyuan.train.common import register_dataset
-from kaiyuan.train.ppo import AdaptiveKL, PPOConfig, gae, ppo_losses, run_ppo
+from kaiyuan.train.ppo import PPOConfig, run_ppo
+from kaiyuan.train.ppo_algorithm import AdaptiveKL, gae, ppo_losses
 from kaiyuan.train.reward import RewardConfig, run_reward
 
 
@@ -86,7 +87,7 @@ def test_ppo_needs_one_reward(tiny, prompts):
 def test_scored_logprobs_are_the_sampling_distribution(tiny):
     """Left-padded prompts are scored with the positions generate() used, so PPO's ratios are on-policy."""
     from kaiyuan.models import load_model
-    from kaiyuan.train.ppo import response_logprobs_and_values
+    from kaiyuan.train.ppo_algorithm import response_logprobs_and_values
 
     loaded = load_model("tiny-llama")
     tokenizer = loaded.tokenizer

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
+from kaiyuan.data.datasets import register_dataset
 from kaiyuan.data.synthetic import generate_date_preferences, generate_dates
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.registry import Registry
-from kaiyuan.train.common import register_dataset
 from kaiyuan.train.preference import DPOConfig, KTOConfig, ORPOConfig, SimPOConfig, run_dpo, run_preference
 
 # At step 1 the policy equals the reference, so every pair's log-ratio margin is 0 and the loss is known:
@@ -61,9 +61,9 @@ def test_kto_orpo_simpo_train_and_record_their_reference(tiny, pairs, algorithm,
 
 
 def test_mistake_pairs_are_on_policy_and_record_their_generator(tiny):
+    from kaiyuan.data.datasets import dataset_records
     from kaiyuan.data.synthetic import DATES_ANSWER_PATTERN
     from kaiyuan.evaluate.generation import mistake_pairs
-    from kaiyuan.train.common import dataset_records
 
     rows, _ = generate_dates(6, 0, seed=9)
     dataset, tried = mistake_pairs("tiny-llama", rows, DATES_ANSWER_PATTERN, max_new_tokens=4)
@@ -86,10 +86,10 @@ def test_dpo_with_an_sft_term_adds_the_chosen_nll(tiny, pairs):
 def test_near_misses_are_the_models_least_sure_answer_tokens(tiny):
     import torch
 
+    from kaiyuan.data.datasets import dataset_records
     from kaiyuan.data.near_misses import NearMissConfig, find_near_misses, run_near_misses
     from kaiyuan.data.templates import prompt_text
     from kaiyuan.models import load_model
-    from kaiyuan.train.common import dataset_records
 
     rows, _ = generate_dates(10, 0, seed=5)
     conversations = register_dataset(rows, "date-conversations", "CC0-1.0", "test")

@@ -377,7 +377,7 @@ OUTPUTS = ["train", "heldout", "pairs", "artifact", "merged", "mergd", "metrics"
 
 
 def _stage_names_and_keys():
-    from kaiyuan.recipe import stages
+    from kaiyuan.pipeline.recipe import stages
 
     known = stages()
     return sorted(known), sorted({f.name for spec in known.values() for f in dataclasses.fields(spec.config)})
@@ -447,8 +447,8 @@ def recipe_dict(draw):
 def test_any_recipe_is_a_plan_or_a_list_of_problems(workdir, recipe):
     """Any YAML value as a recipe: a plan whose every stage builds its config, or a KaiyuanError listing its
     problems one a line, each naming the recipe — never another exception."""
-    from kaiyuan.config_cli import load_config
-    from kaiyuan.recipe import REFERENCE, RecipeError, plan, stages
+    from kaiyuan.config import load_config
+    from kaiyuan.pipeline.recipe import REFERENCE, RecipeError, plan, stages
 
     try:
         planned = plan(recipe, "r.yaml")
@@ -474,7 +474,7 @@ def test_any_recipe_is_a_plan_or_a_list_of_problems(workdir, recipe):
 @given(text=st.text(st.sampled_from("stages:- idname{}[]&*!|>#'\"\n\t :,?%@`\\x01") , max_size=60))
 def test_any_recipe_text_loads_or_is_a_clear_error(workdir, text):
     """Any bytes as a recipe file: parsed YAML, or a KaiyuanError naming the file (and line for syntax)."""
-    from kaiyuan.recipe import load_recipe, plan
+    from kaiyuan.pipeline.recipe import load_recipe, plan
 
     path = workdir / "r.yaml"
     path.write_text(text)
@@ -560,7 +560,7 @@ def _schema_chars(schema):
 
 
 def accepted(schema, text):
-    from kaiyuan.serve.json_constraint import advance, compile_schema, finished, initial_state
+    from kaiyuan.serve.engines.json_constraint import advance, compile_schema, finished, initial_state
 
     return finished(advance(initial_state(compile_schema(schema)), text))
 
@@ -569,7 +569,7 @@ def accepted(schema, text):
 def walk(draw, schema, alphabet=ALPHABET):
     """Text the constraint allows, typed one allowed character at a time (hypothesis chooses which), then
     completed by the characters that bring the fewest-characters-to-finish down."""
-    from kaiyuan.serve.json_constraint import compile_schema, finished, initial_state, residual, step
+    from kaiyuan.serve.engines.json_constraint import compile_schema, finished, initial_state, residual, step
 
     state = initial_state(compile_schema(schema))
     alphabet = sorted(set(alphabet) | set(_schema_chars(schema)))
@@ -784,7 +784,7 @@ def test_walk_on_a_closed_object():
     walk is exactly that object."""
     schema = {"type": "object", "properties": {"a": {"const": 1}}, "required": ["a"], "additionalProperties": False}
     rng = random.Random(0)
-    from kaiyuan.serve.json_constraint import compile_schema, finished, initial_state, step
+    from kaiyuan.serve.engines.json_constraint import compile_schema, finished, initial_state, step
 
     for _ in range(20):
         state, text = initial_state(compile_schema(schema)), ""

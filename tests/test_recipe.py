@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from kaiyuan.cli import app
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.registry import Registry
-from kaiyuan.recipe import plan, run_recipe
+from kaiyuan.pipeline.recipe import plan, run_recipe
 
 TINY_RECIPE = {
     "name": "tiny",
@@ -51,7 +51,7 @@ def test_recipe_chains_stages_by_registry_reference(home, tmp_path):
 @pytest.mark.parametrize("change, message", [
     (lambda r: r["stages"].append({"stage": "rlhf"}),
      "stages[5]: unknown stage 'rlhf'; expected one of synthetic, near_misses, pretrain, sft, dpo, kto, orpo, simpo, "
-     "reward, ppo, grpo, eval, export"),
+     "reward, ppo, grpo, eval, benchmark, judge, export"),
     (lambda r: r["stages"][2].update(model="${sft.adapter}"), "stages[3]: model: stage 'sft' has no output 'adapter'; "
                                                               "it has artifact, merged"),
     (lambda r: r["stages"][1].update(data="${later.train}"), "stages[2]: data: ${later.train} refers to no earlier "

@@ -7,13 +7,13 @@ import json
 import pytest
 import yaml
 
-from kaiyuan.config_cli import load_config
+from kaiyuan.config import load_config
 from kaiyuan.errors import KaiyuanError
-from kaiyuan.recipe import RecipeError, load_recipe, plan, run_recipe
+from kaiyuan.pipeline.recipe import RecipeError, load_recipe, plan, run_recipe
 
 from .conftest import run_cli
 
-STAGES = ("synthetic, near_misses, pretrain, sft, dpo, kto, orpo, simpo, reward, ppo, grpo, eval, export")
+STAGES = ("synthetic, near_misses, pretrain, sft, dpo, kto, orpo, simpo, reward, ppo, grpo, eval, benchmark, judge, export")
 
 
 def recipe(*stages, **top):
@@ -108,13 +108,13 @@ def test_every_problem_is_reported_at_once_with_did_you_mean(home, tmp_path, mon
 def load_config_fields(stage):
     import dataclasses
 
-    from kaiyuan.recipe import stages
+    from kaiyuan.pipeline.recipe import stages
 
     return ", ".join(f.name for f in dataclasses.fields(stages()[stage].config))
 
 
 def test_datasets_named_rather_than_referenced(home, tmp_path, monkeypatch):
-    from kaiyuan.train.common import register_dataset
+    from kaiyuan.data.datasets import register_dataset
 
     monkeypatch.chdir(tmp_path)
     register_dataset([{"text": "hello"}], "my-corpus", "CC0-1.0", "test")

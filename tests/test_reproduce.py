@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from kaiyuan.cli import app
+from kaiyuan.data.datasets import register_dataset, resolve_dataset
 from kaiyuan.data.synthetic import SyntheticConfig, run_synthetic
 from kaiyuan.errors import KaiyuanError
-from kaiyuan.hub.reproduce import CANNOT, DIFFERS, IDENTICAL, INPUT, reproduce
-from kaiyuan.train.common import register_dataset, resolve_dataset
+from kaiyuan.pipeline.reproduce import CANNOT, DIFFERS, IDENTICAL, INPUT, reproduce
 from kaiyuan.train.sft import SFTConfig, run_sft
 
 from .conftest import write_jsonl

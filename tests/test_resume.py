@@ -130,8 +130,8 @@ def test_resume_passes_over_a_checkpoint_a_crash_cut_short(tmp_path, capsys):
 
 
 def test_a_damaged_dataset_is_refused_before_training(home):
+    from kaiyuan.data.datasets import DATA_FILE, dataset_records, register_dataset
     from kaiyuan.errors import KaiyuanError
-    from kaiyuan.train.common import DATA_FILE, dataset_records, register_dataset
 
     rows = [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}]
     artifact = register_dataset(rows, "tiny-data", "CC0-1.0", "test")

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
+from kaiyuan.data.datasets import register_dataset
 from kaiyuan.data.synthetic import generate_date_preferences
 from kaiyuan.hub.registry import Registry
-from kaiyuan.train.common import register_dataset
 from kaiyuan.train.reward import RewardConfig, load_reward_model, run_reward, score_texts
 
 

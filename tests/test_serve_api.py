@@ -17,8 +17,8 @@ from pydantic import BaseModel, Field
 
 from kaiyuan.serve.app import create_app
 from kaiyuan.serve.engines.base import SamplingParams
+from kaiyuan.serve.engines.json_constraint import advance, compile_schema, finished, initial_state, residual
 from kaiyuan.serve.engines.transformers_engine import TransformersEngine, Vocabulary
-from kaiyuan.serve.json_constraint import advance, compile_schema, finished, initial_state, residual
 from kaiyuan.serve.protocol import parse_tool_calls
 from kaiyuan.serve.server import BackgroundServer
 

@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 
 import kaiyuan.hub.registry as registry_module
 from kaiyuan.cli import app
+from kaiyuan.data.datasets import register_dataset
 from kaiyuan.hub import verify as verify_module
 from kaiyuan.hub.manifest import Parent, file_sha256
 from kaiyuan.hub.registry import HOST_TAG, ArtifactCorruptError, ArtifactWriter, Registry, human_size
 from kaiyuan.models import load_model, resolve_model
-from kaiyuan.train.common import register_dataset
 
 from .conftest import write_jsonl
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 
 def kaiyuan_home() -> Path:
@@ -39,6 +42,17 @@ def quarantine_dir() -> Path:
 def runs_dir() -> Path:
     """Training runs' checkpoints (``runs/<stage>-<config hash>/checkpoint-N``); not created here."""
     return kaiyuan_home() / "runs"
+
+
+def run_key(config: dict[str, Any], stage: str) -> str:
+    """A run's identity: its stage and options (all but ``resume``), as recorded in a manifest's config."""
+    options = {k: v for k, v in config.items() if k not in ("resume", "stage")}
+    return hashlib.sha256(json.dumps([stage, options], sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_dir(stage: str, options: dict[str, Any]) -> Path:
+    """Where a run keeps its checkpoints: named by a hash of its options, so ``--resume`` finds it."""
+    return runs_dir() / f"{stage}-{run_key(options, stage)}"
 
 
 def shared_data_dir() -> Path:

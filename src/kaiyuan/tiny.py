@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from kaiyuan.dates import date_example
+
 CHAT_TEMPLATES = {
     "chatml": (
         "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
@@ -30,7 +32,6 @@ EOS_FOR_TEMPLATE = {"chatml": "<|im_end|>", "llama3": "<|eot_id|>", "zephyr": "<
 
 
 def _corpus(seed: int, n: int = 3000) -> list[str]:
-    from kaiyuan.data.synthetic import date_example
 
     rng = random.Random(seed)
     words = ("the a of to and in is you that it for on with as are this be at or have from by an was what "

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kaiyuan.errors import KaiyuanError
+from kaiyuan.hub.manifest import atomic_write_text
 
 FORMATS = ("alpaca", "sharegpt", "messages", "pairs", "text")
 ROLES = ("system", "user", "assistant")
@@ -694,7 +695,6 @@ def _reject_line(problem: Problem) -> str:
 
 
 def write_rejects(path: Path, problems: list[Problem]) -> None:
-    from kaiyuan.hub.manifest import atomic_write_text
 
     atomic_write_text(path, "\n".join(_reject_line(p) for p in problems) + "\n")
 

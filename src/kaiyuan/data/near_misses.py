@@ -15,10 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kaiyuan.data.datasets import DATA_FILE, dataset_records, resolve_dataset
 from kaiyuan.data.templates import prompt_text
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.manifest import Parent
 from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
+from kaiyuan.models import load_model, resolve_model
 from kaiyuan.progress import progress_bar
 
 
@@ -104,8 +106,6 @@ def find_near_misses(model: Any, tokenizer: Any, rows: list[tuple[list[dict], st
 def run_near_misses(cfg: NearMissConfig, registry: Registry | None = None) -> tuple[Artifact, list[NearMiss]]:
     """Score ``cfg.data`` with ``cfg.model``; register the ``n_pairs`` nearest misses as a preference dataset
     (parents: the model as ``generator``, the reference data as ``dataset``)."""
-    from kaiyuan.models import load_model, resolve_model
-    from kaiyuan.train.common import DATA_FILE, dataset_records, resolve_dataset
 
     if cfg.n_pairs < 1:
         raise KaiyuanError(f"n_pairs must be at least 1, got {cfg.n_pairs}")

@@ -13,7 +13,10 @@ import os
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
+from kaiyuan.data.templates import prompt_text
 from kaiyuan.errors import KaiyuanError
+from kaiyuan.models import resolve_model
+from kaiyuan.serve.engines.base import SamplingParams
 
 
 @runtime_checkable
@@ -29,7 +32,6 @@ class LocalChat:
     """A model kaiyuan can load, run with the transformers engine (loaded on first use)."""
 
     def __init__(self, ref: str, registry: Any = None) -> None:
-        from kaiyuan.models import resolve_model
 
         self.ref = ref
         self.artifact = resolve_model(ref, registry)
@@ -45,13 +47,11 @@ class LocalChat:
         return self._engine
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
-        from kaiyuan.data.templates import prompt_text
 
         tokenizer = self.engine.tokenizer
         return len(tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"])
 
     def chat(self, messages: list[dict[str, str]], max_tokens: int, temperature: float = 0) -> str:
-        from kaiyuan.serve.engines.base import SamplingParams
 
         engine = self.engine
         used = self.prompt_tokens(messages)

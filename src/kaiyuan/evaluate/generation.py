@@ -7,13 +7,13 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kaiyuan.data.datasets import dataset_records, register_dataset, resolve_dataset
 from kaiyuan.data.templates import end_of_turn_token_ids, prompt_text
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.manifest import Parent
 from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
 from kaiyuan.models import load_model, resolve_model
 from kaiyuan.progress import progress_bar
-from kaiyuan.train.common import dataset_records, resolve_dataset
 
 
 @dataclass
@@ -119,7 +119,6 @@ def mistake_pairs(model_ref: str, rows: list[dict], pattern: str, registry: Regi
     """On-policy preference pairs: the model answers each conversation's last user turn; every wrong
     answer becomes ``rejected`` against the reference as ``chosen``. Registered with the model as its
     ``generator`` parent. Returns the dataset and the number of prompts tried."""
-    from kaiyuan.train.common import register_dataset
 
     registry = registry or Registry()
     model_artifact = resolve_model(model_ref, registry)

@@ -20,9 +20,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kaiyuan.errors import KaiyuanError
+from kaiyuan.evaluate.endpoint_model import EndpointLM
+from kaiyuan.evaluate.language_model import TransformersLM
+from kaiyuan.evaluate.llamacpp_model import LlamaCppLM
 from kaiyuan.evaluate.tasks import Item, TaskData, load_task
 from kaiyuan.hub.manifest import Parent, atomic_write_bytes, atomic_write_text
 from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
+from kaiyuan.models import load_model, resolve_model
 
 
 @dataclass
@@ -154,18 +158,14 @@ def open_language_model(cfg: BenchmarkConfig, registry: Registry) -> tuple[Any, 
     """(language model, model id for reports, registered model artifact or None for endpoints)."""
     kind = _engine_kind(cfg)
     if kind == "openai":
-        from kaiyuan.evaluate.endpoint_model import EndpointLM
 
         if not cfg.base_url:
             raise KaiyuanError("--engine openai needs --base-url")
         return EndpointLM(cfg.base_url, cfg.model, cfg.api_key, cache=cfg.cache), f"{cfg.base_url}#{cfg.model}", None
     if kind == "llamacpp":
-        from kaiyuan.evaluate.llamacpp_model import LlamaCppLM
 
         lm = LlamaCppLM(Path(cfg.model), batch_size=cfg.batch_size, cache=cfg.cache)
         return lm, lm.model_hash, None
-    from kaiyuan.evaluate.language_model import TransformersLM
-    from kaiyuan.models import load_model, resolve_model
 
     artifact = resolve_model(cfg.model, registry)
     loaded = load_model(artifact, registry)

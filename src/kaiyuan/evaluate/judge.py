@@ -35,7 +35,9 @@ from typing import Any, Literal
 
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.evaluate.chat_backends import ChatBackend, backend_from_spec
-from kaiyuan.hub.registry import Artifact, Registry
+from kaiyuan.hub.manifest import RELATIONS, Parent, atomic_write_text
+from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
+from kaiyuan.progress import progress_bar
 
 NEED_REFERENCE_CATEGORIES = ("math", "reasoning", "coding")
 RATING_PATTERN = re.compile(r"\[\[(\d+\.?\d*)\]\]")
@@ -493,9 +495,6 @@ def run_judge(cfg: JudgeConfig, registry: Registry | None = None,
     """Judge the models' answers to the questions and register an ``eval`` artifact with judgments.jsonl.
 
     ``backends`` maps specs (as in ``cfg.models`` / ``cfg.judge``) to ready backends, e.g. for tests."""
-    from kaiyuan.hub.manifest import RELATIONS, Parent
-    from kaiyuan.hub.registry import ArtifactWriter
-    from kaiyuan.progress import progress_bar
 
     registry = registry or Registry()
     if cfg.mode not in ("single", "pairwise"):
@@ -664,7 +663,6 @@ def fastchat_battle(battle: Any) -> dict[str, Any]:
 
 
 def write_battles_jsonl(battles: list[Any], path: str | Path) -> Path:
-    from kaiyuan.hub.manifest import atomic_write_text
 
     path = Path(path)
     atomic_write_text(path, "".join(json.dumps(fastchat_battle(b), ensure_ascii=False) + "\n" for b in battles))
@@ -680,7 +678,6 @@ def run_battles(models: list[str | ChatBackend], prompts: list[Question] | str |
     ones) answer it (first turn; greedy); the judge compares the answers in both orders without seeing the
     models' names. Battles with a verdict are stored (``arena.store_battles``) and, with ``out``, written as
     FastChat battle JSONL; comparisons without a verdict are left out and counted."""
-    from kaiyuan.progress import progress_bar
 
     registry = registry or Registry()
     questions = load_prompts(prompts) if isinstance(prompts, str | Path) else list(prompts)

@@ -44,6 +44,7 @@ from kaiyuan.errors import KaiyuanError
 from kaiyuan.home import cache_dir
 from kaiyuan.hub.manifest import Parent
 from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
+from kaiyuan.models import load_model
 
 CONVERTER_ENV = "KAIYUAN_GGUF_CONVERTER"
 SCRIPT = "convert_hf_to_gguf.py"
@@ -464,7 +465,6 @@ def write_gguf(source: Artifact, directory: Path, quant: str = "f16", converter:
                greedy_tokens: int = 16, perplexity_text: str | None = None, allow_mismatch: bool = False,
                registry: Registry | None = None) -> GGUFFile:
     """Convert (and quantize) ``source`` into ``directory``, then check the file against the transformers model."""
-    from kaiyuan.models import load_model
 
     if quant not in QUANTS:
         raise KaiyuanError(f"unknown quantization {quant!r}: choose {', '.join(QUANTS)}")

@@ -32,13 +32,11 @@ from typing import Any
 import yaml
 
 from kaiyuan.errors import KaiyuanError
-from kaiyuan.hub.manifest import Parent, atomic_write_text
+from kaiyuan.hub.licenses import SPDX_IDS, UNKNOWN, license_properties, license_report, lineage_inputs
+from kaiyuan.hub.manifest import DATA_FILE, Parent, atomic_write_text
+from kaiyuan.hub.openness import CARD_FILE, CARD_KIND, DOCUMENTED, openness_report
 from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
-from kaiyuan.train.common import DATA_FILE
 
-CARD_FILE = "README.md"
-CARD_KIND = "card"
-DOCUMENTED = "documented"  # relation from a card to the artifact it documents
 CARD_SOURCE = "kaiyuan card"
 SYNTHETIC_SOURCE = "kaiyuan.data.synthetic:"
 
@@ -133,7 +131,6 @@ def hub_license(license: str) -> dict[str, str]:
     """The Hub's license metadata for a license: its Hub id (``apache-2.0``, ``cc0-1.0``, ``gemma``, ``llama3.1``),
     or ``other`` with ``license_name`` and ``license_link`` (the license's URL when known, else a LICENSE file to
     publish beside the card)."""
-    from kaiyuan.hub.licenses import SPDX_IDS, UNKNOWN, license_properties
 
     props = license_properties(license)
     hub_id = next((hub for hub, spdx in SPDX_IDS.items() if spdx == props.spdx and hub in HUB_LICENSE_IDS), None)
@@ -241,17 +238,6 @@ def eval_result(evaluation: Artifact, model: Artifact, registry: Registry) -> di
     return result
 
 
-def card_of(artifact: Artifact, registry: Registry | None = None) -> Artifact | None:
-    """The artifact that holds ``artifact``'s card: the newest card registered for it (relation ``documented``),
-    else the artifact itself when README.md is among its own files (an imported Hub model), else None."""
-    registry = registry or Registry()
-    link = {"id": artifact.id, "relation": DOCUMENTED}
-    cards = [c for c in registry.list(CARD_KIND) if link in (c.manifest.get("parents") or [])]
-    if cards:
-        return cards[-1]
-    return artifact if CARD_FILE in (artifact.manifest.get("files") or {}) else None
-
-
 # ------------------------------------------------------------------------------------------- shared
 
 
@@ -300,7 +286,6 @@ def _provenance(artifact: Artifact) -> dict[str, Any]:
 
 
 def _license_lines(license: str) -> list[str]:
-    from kaiyuan.hub.licenses import license_properties
 
     props = license_properties(license)
     hub = hub_license(license)
@@ -358,7 +343,6 @@ def _data_source(dataset: Artifact, registry: Registry) -> str:
 def render_data_card(dataset: Artifact, registry: Registry | None = None) -> RenderedCard:
     """A dataset's card (README.md): Hub metadata, then source, how it was made, split and size, hashes, license and
     intended use — everything from its manifest, so the same dataset always gets the same card."""
-    from kaiyuan.hub.licenses import license_properties
 
     registry = registry or Registry()
     metadata = data_card_metadata(dataset, registry)
@@ -396,7 +380,6 @@ def render_data_card(dataset: Artifact, registry: Registry | None = None) -> Ren
 
 def training_datasets(artifact: Artifact, registry: Registry) -> list[Artifact]:
     """The datasets in an artifact's lineage (what it was trained on, however far up), nearest first."""
-    from kaiyuan.hub.licenses import lineage_inputs
 
     return [i.artifact for i in lineage_inputs(artifact, registry)
             if i.artifact is not None and i.artifact.kind == "dataset"]
@@ -480,7 +463,6 @@ def _lineage_section(artifact: Artifact, registry: Registry) -> str:
 
 
 def _license_section(artifact: Artifact, registry: Registry) -> str:
-    from kaiyuan.hub.licenses import license_report
 
     report = license_report(artifact.id, registry)
     parts = [" ".join(_license_lines(report.license)),
@@ -500,29 +482,18 @@ def _license_section(artifact: Artifact, registry: Registry) -> str:
     return "\n\n".join(parts)
 
 
-class _WithThisCard:
-    """The registry as it will be once ``subject``'s card is registered: the openness grade a card reports counts
-    the card itself (the MOF's Model card component), without registering a draft card first."""
-
-    def __init__(self, registry: Registry, subject: Artifact) -> None:
-        self._registry = registry
-        self._card = Artifact(id="card-(this card)", kind=CARD_KIND, name=f"{subject.name}-card", path=Path(),
-                              license=subject.license, sha256="", created_at="",
-                              manifest={"kind": CARD_KIND, "files": {CARD_FILE: ""}, "license": subject.license,
-                                        "parents": [{"id": subject.id, "relation": DOCUMENTED}]})
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._registry, name)
-
-    def list(self, kind: str | None = None) -> list[Artifact]:
-        found = self._registry.list(kind)
-        return [*found, self._card] if kind in (None, CARD_KIND) else found
+def pending_card(subject: Artifact) -> Artifact:
+    """The card about to be registered for ``subject``: the openness grade a card reports counts the card itself
+    (the MOF's Model card component), without registering a draft card first."""
+    return Artifact(id="card-(this card)", kind=CARD_KIND, name=f"{subject.name}-card", path=Path(),
+                    license=subject.license, sha256="", created_at="",
+                    manifest={"kind": CARD_KIND, "files": {CARD_FILE: ""}, "license": subject.license,
+                              "parents": [{"id": subject.id, "relation": DOCUMENTED}]})
 
 
 def _openness_section(artifact: Artifact, registry: Registry) -> str:
-    from kaiyuan.hub.openness import openness_report
 
-    report = openness_report(artifact.id, _WithThisCard(registry, artifact))  # type: ignore[arg-type]
+    report = openness_report(artifact.id, registry, pending_card(artifact))
     osaid = report.osaid
     progress = [[name, p["required"], p["met"], ", ".join(m["name"] for m in p["missing"]) or "—"]
                 for name, p in report.progress.items()]

@@ -30,6 +30,8 @@ TRACKED_LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accele
                      "tokenizers", "gguf")
 
 
+DATA_FILE = "data.jsonl"  # a dataset artifact's records, one JSON object a line
+
 @dataclass(frozen=True)
 class Parent:
     id: str

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field, make_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kaiyuan.errors import KaiyuanError
+from kaiyuan.home import run_dir
 from kaiyuan.hub.licenses import (
     WEIGHT_RELATIONS,
     LicenseReport,
@@ -45,6 +46,10 @@ PAPER_FILE = re.compile(r"^(paper|research[_-]?paper|preprint)\.(md|pdf|tex)$", 
 CHECKPOINT_DIR = re.compile(r"^(checkpoint-\d+)/")
 CARD = "README.md"
 
+
+CARD_FILE = "README.md"
+CARD_KIND = "card"
+DOCUMENTED = "documented"  # relation from a card to the artifact it documents
 
 @dataclass(frozen=True)
 class MOFComponent:
@@ -117,6 +122,20 @@ class Check:
 # ------------------------------------------------------------------------------------------- facts
 
 
+def card_of(artifact: Artifact, registry: Registry | None = None, pending: Artifact | None = None
+            ) -> Artifact | None:
+    """The artifact that holds ``artifact``'s card: ``pending`` (a card about to be registered for it), else the
+    newest card registered for it (relation ``documented``), else the artifact itself when README.md is among its
+    own files (an imported Hub model), else None."""
+    if pending is not None and {"id": artifact.id, "relation": DOCUMENTED} in pending.manifest.get("parents", []):
+        return pending
+    registry = registry or Registry()
+    cards = registry.children(artifact.id, DOCUMENTED, CARD_KIND)
+    if cards:
+        return cards[-1]
+    return artifact if CARD_FILE in (artifact.manifest.get("files") or {}) else None
+
+
 def _files(artifact: Artifact) -> set[str]:
     return set(artifact.manifest.get("files") or {})
 
@@ -125,22 +144,18 @@ def _weights_files(artifact: Artifact) -> list[str]:
     return sorted(f for f in _files(artifact) if "/" not in f and f.endswith((".safetensors", ".gguf")))
 
 
-def _card_ref(artifact: Artifact, registry: Registry) -> str:
+def _card_ref(artifact: Artifact, f: _Facts) -> str:
     """Where an artifact's card is: its registered card artifact, or its own README.md."""
-    from kaiyuan.hub.card import card_of
-
-    card = card_of(artifact, registry)
+    card = card_of(artifact, f.registry, f.pending_card)
     if card is None or card.id == artifact.id:
         return f"{CARD} of {artifact.name}"
     return f"{artifact.name}: card {card.id} ({CARD})"
 
 
-def _has_card(artifact: Artifact, registry: Registry) -> bool:
+def _has_card(artifact: Artifact, f: _Facts) -> bool:
     """A README.md among the artifact's own files (an imported Hub model), or a card registered for it by
     ``kaiyuan card`` (kind card, relation documented)."""
-    from kaiyuan.hub.card import card_of
-
-    return card_of(artifact, registry) is not None
+    return card_of(artifact, f.registry, f.pending_card) is not None
 
 
 def _training_stage(artifact: Artifact) -> str | None:
@@ -184,6 +199,7 @@ class _Facts:
     exports: list[Artifact]
     roots: list[Artifact]
     imported: list[Artifact]
+    pending_card: Artifact | None = None  # the card being written, counted as if registered
 
     @property
     def own(self) -> str:
@@ -198,7 +214,7 @@ class _Facts:
                 if e["role"] in ("self", "weights") and e["license"] is not None]
 
 
-def _gather(artifact: Artifact, registry: Registry) -> _Facts:
+def _gather(artifact: Artifact, registry: Registry, pending_card: Artifact | None = None) -> _Facts:
     inputs = lineage_inputs(artifact, registry)
     weights = [i for i in inputs if i.role == "weights" and i.artifact is not None]
     chain = [artifact] + [i.artifact for i in weights if i.artifact is not None]
@@ -216,7 +232,8 @@ def _gather(artifact: Artifact, registry: Registry) -> _Facts:
         return any(p.get("id") == artifact.id for p in candidate.manifest.get("parents") or [])
 
     return _Facts(
-        artifact=artifact, registry=registry, terms=license_report(artifact.id, registry), inputs=inputs,
+        artifact=artifact, registry=registry, pending_card=pending_card, terms=license_report(artifact.id, registry),
+        inputs=inputs,
         chain=chain, paths=paths,
         datasets=[i for i in inputs if i.artifact is not None and i.artifact.kind == "dataset"],
         missing=[i for i in inputs if i.artifact is None],
@@ -277,12 +294,12 @@ def _technical_report(f: _Facts) -> Check:
     found = _document_file(f, REPORT_FILE) or _document_file(f, PAPER_FILE)
     if found:
         return Check(True, _is_open(f.own, "document"), f.own, f"{found} in {f.artifact.name}")
-    if _has_card(f.artifact, f.registry) and _made_by_kaiyuan(f):
+    if _has_card(f.artifact, f) and _made_by_kaiyuan(f):
         return Check(True, _is_open(f.own, "document"), f.own, (
             f"stand-in: no report file, so the model card ({CARD}) with the pipeline recorded in the manifests "
             f"(resolved configs, seeds, library versions, chat template hash, lineage; {_pipeline(f)}) serves as "
             "the technical report"))
-    why = "no model card" if not _has_card(f.artifact, f.registry) else "no kaiyuan training or merge step recorded"
+    why = "no model card" if not _has_card(f.artifact, f) else "no kaiyuan training or merge step recorded"
     return Check(False, False, None, f"no technical report (technical_report.md/pdf) in the artifact, and {why} to "
                                      "stand in for one")
 
@@ -296,21 +313,21 @@ def _evaluation_results(f: _Facts) -> Check:
 
 
 def _model_card(f: _Facts) -> Check:
-    if not _has_card(f.artifact, f.registry):
+    if not _has_card(f.artifact, f):
         return Check(False, False, None, f"no model card for {f.artifact.name} (run kaiyuan card {f.artifact.id})")
-    return Check(True, _is_open(f.own, "document"), f.own, f"{_card_ref(f.artifact, f.registry)}, under the "
+    return Check(True, _is_open(f.own, "document"), f.own, f"{_card_ref(f.artifact, f)}, under the "
                                                             f"artifact's license {f.own}")
 
 
 def _data_card(f: _Facts) -> Check:
     if not f.datasets:
         return Check(False, False, None, "no training datasets recorded in the lineage")
-    without = [d for d in f.datasets if not _has_card(_of(d), f.registry)]
+    without = [d for d in f.datasets if not _has_card(_of(d), f)]
     closed = [d for d in f.datasets if d not in without and not _is_open(_of(d).license, "document")]
     if without:
         return Check(False, False, None, "no data card for dataset(s) " + ", ".join(
             f"{d.name} ({d.id})" for d in without) + ": run kaiyuan card on them")
-    evidence = "data cards: " + ", ".join(f"{_card_ref(_of(d), f.registry)} ({_of(d).license})" for d in f.datasets)
+    evidence = "data cards: " + ", ".join(f"{_card_ref(_of(d), f)} ({_of(d).license})" for d in f.datasets)
     if closed:
         evidence += f"; not under an open license: {_names(closed)} (a card is under its dataset's license)"
     return Check(True, not closed, "/".join(sorted({_of(d).license for d in f.datasets})),
@@ -396,13 +413,13 @@ def _research_paper(f: _Facts) -> Check:
     found = _document_file(f, PAPER_FILE)
     if found:
         return Check(True, _is_open(f.own, "document"), f.own, f"{found} in {f.artifact.name}")
-    if _has_card(f.artifact, f.registry) and f.trained and not f.missing:
+    if _has_card(f.artifact, f) and f.trained and not f.missing:
         return Check(True, _is_open(f.own, "document"), f.own, (
             f"stand-in: no paper file, so the model card's methods ({CARD}) with the complete recorded method — every "
             f"training run's resolved config and seed, the lineage to every dataset, library versions and "
             f"{_pipeline(f)} — serve as the research paper: enough to reproduce the model (`kaiyuan reproduce`); "
             "no peer-reviewed paper is claimed"))
-    why = ("no model card" if not _has_card(f.artifact, f.registry) else "no kaiyuan training recorded" if not f.trained
+    why = ("no model card" if not _has_card(f.artifact, f) else "no kaiyuan training recorded" if not f.trained
            else f"inputs missing from the registry: {', '.join(i.id for i in f.missing)}")
     return Check(False, False, None, f"no research paper (paper.md/pdf) in the artifact, and {why} to stand in for one")
 
@@ -436,17 +453,12 @@ def _preprocessing_code(f: _Facts) -> Check:
 
 
 def _run_dir(artifact: Artifact) -> Path | None:
-    """The run directory the trainer used (``train.common.run_dir`` of the options recorded in the manifest)."""
+    """The run directory the trainer used (:func:`kaiyuan.home.run_dir` of the options recorded in the manifest)."""
     config = dict(artifact.manifest.get("config") or {})
     stage = config.pop("stage", None)
     if not stage or not all(isinstance(k, str) and k.isidentifier() for k in config):
         return None
-    from kaiyuan.train.common import run_dir
-
-    try:
-        return run_dir(make_dataclass("RecordedOptions", list(config))(**config), stage)
-    except (AttributeError, TypeError, ValueError):
-        return None
+    return run_dir(stage, config)
 
 
 def _checkpoints(artifact: Artifact, registry: Registry) -> str | None:
@@ -593,7 +605,7 @@ def _index(f: _Facts, checks: dict[str, Check]) -> list[dict[str, Any]]:
                        else (0.0, "no peer-reviewed paper recorded"))
     card = checks["Model card"]
     scores["Modelcard"] = (1.0 if card.present else 0.0, card.evidence)
-    carded = [d for d in f.datasets if _has_card(_of(d), f.registry)]
+    carded = [d for d in f.datasets if _has_card(_of(d), f)]
     scores["Datasheet"] = ((0.0, "no training datasets recorded") if not f.datasets else
                            (1.0, f"data cards of {_names(carded)}") if len(carded) == len(f.datasets) else
                            (0.5 if carded else 0.0, f"data cards of {len(carded)} of {len(f.datasets)} "
@@ -646,14 +658,17 @@ def _osaid(f: _Facts, checks: dict[str, Check]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ report
 
 
-def openness_report(ref: str, registry: Registry | None = None) -> OpennessReport:
-    """MOF class (with progress towards each class), the 14-dimension openness index and an OSAID check."""
+def openness_report(ref: str, registry: Registry | None = None, pending_card: Artifact | None = None
+                    ) -> OpennessReport:
+    """MOF class (with progress towards each class), the 14-dimension openness index and an OSAID check.
+    ``pending_card``: a card being written for the model, counted as if it were registered (a card's openness
+    section counts the card itself)."""
     registry = registry or Registry()
     artifact = registry.get(ref)
     if artifact.kind not in ("model", "adapter", "export"):
         raise KaiyuanError(f"{ref!r} is a {artifact.kind}, not a model: openness is assessed for models "
                            "(use `kaiyuan license` for the terms of any artifact)")
-    facts = _gather(artifact, registry)
+    facts = _gather(artifact, registry, pending_card)
     checks = {c.name: CHECKS[c.name](facts) for c in MOF_COMPONENTS}
     components = [_component(c, checks[c.name]) for c in MOF_COMPONENTS]
     reached, progress = _progress(components)

@@ -383,6 +383,17 @@ class Registry:
                 rows = conn.execute("SELECT * FROM artifacts ORDER BY created_at, rowid").fetchall()
         return [self._row(r) for r in rows]
 
+    def children(self, artifact_id: str, relation: str | None = None, kind: str | None = None) -> list[Artifact]:
+        """The artifacts made from ``artifact_id`` (only by ``relation``, only of ``kind``), oldest first: a query on
+        the parents index, not a scan of manifests."""
+        sql = ("SELECT DISTINCT a.* FROM parents p JOIN artifacts a ON a.id = p.child WHERE p.parent = ?"
+               + (" AND p.relation = ?" if relation else "") + (" AND a.kind = ?" if kind else "")
+               + " ORDER BY a.created_at, a.rowid")
+        args = [artifact_id] + ([relation] if relation else []) + ([kind] if kind else [])
+        with self._db() as conn:
+            rows = conn.execute(sql, args).fetchall()
+        return [self._row(r) for r in rows]
+
     def parents(self, artifact_id: str) -> list[tuple[str, str]]:
         with self._db() as conn:
             rows = conn.execute("SELECT parent, relation FROM parents WHERE child = ? ORDER BY rowid",

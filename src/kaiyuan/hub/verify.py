@@ -34,6 +34,7 @@ from kaiyuan.hub.registry import (
     quarantined,
     staging_state,
 )
+from kaiyuan.progress import stderr_console
 
 # a checkpoint folder without a complete trainer_state.json that changed within this many seconds may still be
 # being saved by a live trainer: it is left alone
@@ -109,7 +110,6 @@ def _expected_bytes(folders: list[tuple[Path, Manifest]]) -> int:
 
 
 def _hash_progress(total: int, enabled: bool) -> Any:
-    from kaiyuan.progress import stderr_console
 
     if not enabled or total < PROGRESS_MIN_BYTES or not stderr_console.is_terminal:  # no bar into a pipe or log
         return nullcontext(None)

@@ -30,8 +30,8 @@ from kaiyuan.serve.engines.base import (
     StreamEvent,
     UnsupportedRequestError,
 )
+from kaiyuan.serve.engines.json_constraint import compiled_schema
 from kaiyuan.serve.guard import PUBLIC_PATHS, RequestGuard, hash_api_key
-from kaiyuan.serve.json_constraint import compiled_schema
 from kaiyuan.serve.protocol import (
     ChatCompletionRequest,
     CompletionRequest,

@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kaiyuan.errors import KaiyuanError
+from kaiyuan.serve.engines.adapters import AdapterSet
+
 
 def build_engines(models: list[str], engine: str = "auto", llamacpp_options: dict[str, Any] | None = None,
                   max_batch_size: int = 8) -> dict[str, Any]:
     """Engines by served name, as ``kaiyuan serve`` builds them (transformers models/adapters, .gguf, vLLM).
     ``max_batch_size``: sequences a transformers model decodes together."""
-    from kaiyuan.errors import KaiyuanError
 
     if engine not in ("auto", "transformers", "llamacpp", "vllm"):
         raise KaiyuanError(f"unknown engine {engine!r}: choose auto, transformers, llamacpp or vllm")
@@ -40,7 +42,6 @@ def build_engines(models: list[str], engine: str = "auto", llamacpp_options: dic
         else:
             hf_refs.append(ref)
     if hf_refs:
-        from kaiyuan.serve.engines.adapters import AdapterSet
 
         for name, served in AdapterSet.from_references(hf_refs, max_batch_size=max_batch_size).items():
             add(name, served)

@@ -21,6 +21,7 @@ import anyio
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from kaiyuan.serve.engines.base import EngineUnavailableError
 from kaiyuan.serve.protocol import error_body
 
 _END = object()
@@ -62,7 +63,6 @@ class Drain:
 
 
 def _error_event(exc: Exception) -> str:
-    from kaiyuan.serve.engines.base import EngineUnavailableError
 
     code = "engine_unavailable" if isinstance(exc, EngineUnavailableError) else None
     body = error_body(f"The server had an error while generating ({type(exc).__name__}: {exc}).", "server_error",

@@ -1,4 +1,4 @@
-"""Helpers shared by the training stages: datasets by reference, devices, metrics and plots."""
+"""Helpers shared by the training stages: inputs, devices, trainer arguments, checkpoints, metrics and plots."""
 
 from __future__ import annotations
 
@@ -7,57 +7,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from kaiyuan.data.formats import Record, load_records
+from kaiyuan.data.datasets import DATA_FILE, dataset_records, resolve_dataset
+from kaiyuan.data.formats import Record
 from kaiyuan.errors import KaiyuanError
-from kaiyuan.hub.manifest import Parent
+from kaiyuan.export.merge import merge_adapter
+from kaiyuan.home import run_dir as home_run_dir
+from kaiyuan.home import run_key
+from kaiyuan.hub.manifest import Parent, atomic_write_json
 from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
-
-DATA_FILE = "data.jsonl"
-
-
-def resolve_dataset(ref: str, registry: Registry | None = None, data_format: str = "auto",
-                    license: str = "NOASSERTION") -> Artifact:
-    """A registered dataset by id or name, or a JSON/JSONL file (imported into the registry)."""
-    registry = registry or Registry()
-    found = registry.find(ref)
-    if found is not None:
-        if found.kind != "dataset":
-            raise KaiyuanError(f"{ref!r} is a {found.kind}, not a dataset")
-        return found
-    path = Path(ref).expanduser()
-    if not path.is_file():
-        raise KaiyuanError(f"cannot resolve dataset {ref!r}: not a registry id or name, nor a file")
-    loaded = load_records(path, data_format)
-    return register_dataset(loaded.records, name=path.name, license=license, source=f"file:{path.resolve()}",
-                            config={"format": loaded.format, "records": len(loaded.records)})
-
-
-def register_dataset(records: list[Record] | list[dict], name: str, license: str, source: str,
-                     config: dict[str, Any] | None = None, seed: int | None = None,
-                     parents_of: list[str] | None = None) -> Artifact:
-    """Register records as a dataset; ``parents_of`` names models that generated them (relation generator)."""
-    rows = [r.to_dict() if isinstance(r, Record) else r for r in records]
-    with ArtifactWriter("dataset", name, license=license, source=source, config=config or {}, seed=seed,
-                        parents=[Parent(p, "generator") for p in parents_of or []],
-                        metrics={"records": len(rows)}) as writer:
-        (writer.path / DATA_FILE).write_text(
-            "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    assert writer.artifact is not None
-    return writer.artifact
-
-
-def dataset_records(artifact: Artifact, registry: Registry | None = None) -> list[Record]:
-    """The dataset's records, once its files are checked against its manifest (a damaged dataset is refused,
-    naming the file, before anything trains or evaluates on it)."""
-    (registry or Registry()).ensure_intact(artifact)
-    return load_records(artifact.path / DATA_FILE, "auto").records
+from kaiyuan.models import resolve_model
+from kaiyuan.train.distributed import deepspeed_config, deepspeed_environment, is_zero3
 
 
 def stage_inputs(model_ref: str, data_ref: str, data_license: str, stage: str, registry: Registry,
                  need_pairs: bool = False) -> tuple[Artifact, Artifact, list[Record]]:
     """The starting model (a model, not an adapter), the dataset and its records, or a clear error —
     before any model is loaded."""
-    from kaiyuan.models import resolve_model
 
     start = resolve_model(model_ref, registry)
     if start.kind != "model":
@@ -233,19 +198,9 @@ def freeze_all_but_last(model: Any, n: int) -> None:
         param.requires_grad = any(t in name for t in trainable)
 
 
-def run_key(config: dict[str, Any], stage: str) -> str:
-    """A run's identity: its stage and options (all but ``resume``), as recorded in a manifest's config."""
-    import hashlib
-
-    options = {k: v for k, v in config.items() if k not in ("resume", "stage")}
-    return hashlib.sha256(json.dumps([stage, options], sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def run_dir(opts: TrainOptions, stage: str) -> Path:
     """Where a run keeps its checkpoints: named by a hash of its config, so ``--resume`` finds it."""
-    from kaiyuan.home import kaiyuan_home
-
-    return kaiyuan_home() / "runs" / f"{stage}-{run_key(asdict(opts), stage)}"
+    return home_run_dir(stage, asdict(opts))
 
 
 # written into the run directory once the run's artifact is registered: what ``--resume`` answers then
@@ -254,7 +209,6 @@ COMPLETE_FILE = "kaiyuan-complete.json"
 
 def mark_complete(opts: TrainOptions, stage: str, result: TrainResult) -> None:
     """Record in the run directory that this run finished and which artifact it registered."""
-    from kaiyuan.hub.manifest import atomic_write_json
 
     run = run_dir(opts, stage)
     run.mkdir(parents=True, exist_ok=True)
@@ -321,7 +275,6 @@ def trainer_arguments(opts: TrainOptions, stage: str) -> dict[str, Any]:
     """Keyword arguments shared by TRL's stage configs (SFTConfig, DPOConfig, …)."""
     import os
 
-    from kaiyuan.train.distributed import deepspeed_config, deepspeed_environment
 
     checkpoints = {"save_strategy": "steps", "save_steps": opts.checkpoint_steps} if opts.checkpoint_steps else {
         "save_strategy": "no"}
@@ -502,7 +455,6 @@ def register_trained(trainer: Any, opts: TrainOptions, *, stage: str, start: Art
     """Register what a trainer produced: an adapter (LoRA) or a model (full), with metrics.jsonl and
     PNG curves; optionally the merged model too. In a distributed run only rank 0 registers (others: None);
     under DeepSpeed ZeRO-3 every rank takes part in gathering the sharded weights that rank 0 saves."""
-    from kaiyuan.train.distributed import is_zero3
 
     zero3 = is_zero3(trainer)
     if not trainer.is_world_process_zero():
@@ -531,7 +483,6 @@ def register_trained(trainer: Any, opts: TrainOptions, *, stage: str, start: Art
     assert artifact is not None
     merged = None
     if opts.method in ADAPTER_METHODS and opts.merge:
-        from kaiyuan.export.merge import merge_adapter
 
         # ZeRO-3's in-memory weights are shards: merge the saved adapter instead
         merged = (merge_adapter(artifact, registry) if zero3 else

@@ -1,19 +1,13 @@
 """Distributed training on existing engines: ``--nproc N`` launches the stage under torchrun (DDP; gloo on
 CPU, nccl on GPU); ``--deepspeed zero2|zero3`` hands the optimizer state to DeepSpeed ZeRO.
 
-The launching process resolves the model and data first (registering whatever is new), so the workers only
-read the registry; rank 0 registers the result and prints the JSON summary the launcher returns.
+The launcher (:mod:`kaiyuan.train.launch`) resolves the model and data first (registering whatever is new), so the
+workers only read the registry; rank 0 registers the result and prints the JSON summary the launcher returns.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess  # nosec B404: argv lists, never a shell
-import sys
-import tempfile
-from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Any
 
 from kaiyuan.errors import KaiyuanError
@@ -69,32 +63,6 @@ def deepspeed_environment(cpu: bool) -> dict[str, str]:
         env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                    MASTER_PORT=str(port))
     return env
-
-
-def launch(cfg: Any, stage: str) -> dict[str, Any]:
-    """Run ``kaiyuan train STAGE`` in ``cfg.nproc`` torchrun workers and return rank 0's summary."""
-    from kaiyuan.hub.registry import Registry
-    from kaiyuan.models import resolve_model
-    from kaiyuan.train.common import finished_run, resolve_dataset
-
-    deepspeed_config(getattr(cfg, "deepspeed", None))  # a wrong name or a missing package fails here, not in N workers
-    resolved = replace(cfg, model=resolve_model(cfg.model).id,
-                       data=resolve_dataset(cfg.data, license=cfg.data_license).id)
-    if (done := finished_run(resolved, stage, Registry(), resolved.model, resolved.data)) is not None:
-        return done.summary()  # the workers' run (their options are these resolved ones) already finished
-    with tempfile.TemporaryDirectory() as tmp:
-        config_file = Path(tmp) / f"{stage}.json"
-        config_file.write_text(json.dumps(asdict(resolved)))
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.nproc}",
-                   "-m", "kaiyuan.cli", "train", stage, "--config", str(config_file), "--json"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        if getattr(cfg, "deepspeed", None) and not torch_cuda():
-            env["DS_ACCELERATOR"] = "cpu"
-        done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env)  # nosec B603: torchrun relaunching this command
-    if done.returncode != 0:
-        raise KaiyuanError(f"the distributed {stage} run failed (torchrun exit code {done.returncode}); "
-                           "see the workers' output above")
-    return json.loads(done.stdout[done.stdout.index("{"):])
 
 
 def torch_cuda() -> bool:

@@ -19,18 +19,24 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-import torch.nn.functional as F
-
+from kaiyuan.data.synthetic import extract_answer
 from kaiyuan.data.templates import end_of_turn_token_ids, prompt_text, render
 from kaiyuan.errors import KaiyuanError
+from kaiyuan.export.merge import merge_adapter
 from kaiyuan.hub.manifest import Parent
 from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
 from kaiyuan.models import load_model
 from kaiyuan.progress import progress_bar
-from kaiyuan.train.common import TrainResult, plot_curve, stage_inputs, write_metrics
+
+if TYPE_CHECKING:
+    import torch
+
+    from kaiyuan.train.ppo_algorithm import AdaptiveKL, ValueHead
+
+from kaiyuan.train.common import TrainResult, make_reproducible, plot_curve, stage_inputs, write_metrics
+from kaiyuan.train.reward import load_reward_model, score_texts
 
 
 @dataclass
@@ -65,86 +71,6 @@ class PPOConfig:
     data_license: str = field(default="NOASSERTION", metadata={"help": "License of a data file (SPDX)."})
 
 
-# --------------------------------------------------------------------------------------- the algorithm
-
-
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
-        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalized advantage estimation over response tokens. Shapes (batch, T); ``mask`` 1 on real tokens.
-
-    Returns (advantages, returns); both are 0 where ``mask`` is 0."""
-    advantages = torch.zeros_like(rewards)
-    last = torch.zeros(rewards.shape[0], dtype=rewards.dtype)
-    for t in reversed(range(rewards.shape[1])):
-        next_value = values[:, t + 1] * mask[:, t + 1] if t + 1 < rewards.shape[1] else torch.zeros_like(last)
-        delta = rewards[:, t] + gamma * next_value - values[:, t]
-        last = (delta + gamma * lam * last) * mask[:, t]
-        advantages[:, t] = last
-    return advantages, (advantages + values) * mask
-
-
-def whiten(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mean = (values * mask).sum() / mask.sum()
-    var = (((values - mean) ** 2) * mask).sum() / mask.sum()
-    return (values - mean) * torch.rsqrt(var + 1e-8) * mask
-
-
-def ppo_losses(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, values: torch.Tensor,
-               old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, cliprange: float,
-               cliprange_value: float) -> dict[str, torch.Tensor]:
-    """Clipped surrogate policy loss and clipped value loss, averaged over real tokens."""
-    n = mask.sum()
-    ratio = torch.exp(logprobs - old_logprobs)
-    pg = torch.max(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - cliprange, 1 + cliprange))
-    clipped_values = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
-    vf = 0.5 * torch.max((values - returns) ** 2, (clipped_values - returns) ** 2)
-    return {"pg_loss": (pg * mask).sum() / n, "vf_loss": (vf * mask).sum() / n,
-            "clipfrac": (((ratio - 1).abs() > cliprange).float() * mask).sum() / n,
-            "approx_kl": (0.5 * (logprobs - old_logprobs) ** 2 * mask).sum() / n}
-
-
-class AdaptiveKL:
-    """Ziegler et al.'s controller: move the coefficient so the measured KL approaches the target."""
-
-    def __init__(self, coef: float, target: float, horizon: int) -> None:
-        self.coef, self.target, self.horizon = coef, target, horizon
-
-    def update(self, kl: float, n_steps: int) -> None:
-        error = max(-0.2, min(0.2, kl / self.target - 1))
-        self.coef *= 1 + error * n_steps / self.horizon
-
-
-# --------------------------------------------------------------------------------------- the stage
-
-
-class ValueHead(torch.nn.Module):
-    def __init__(self, hidden_size: int) -> None:
-        super().__init__()
-        self.summary = torch.nn.Linear(hidden_size, 1)
-        torch.nn.init.zeros_(self.summary.weight)
-        torch.nn.init.zeros_(self.summary.bias)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.summary(hidden).squeeze(-1)
-
-
-def response_logprobs_and_values(policy: Any, value_head: ValueHead | None, sequences: torch.Tensor,
-                                 attention_mask: torch.Tensor, n_response: int
-                                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probabilities of the response tokens (the last ``n_response`` positions) and the values of
-    the states they were sampled in. Only those positions go through the LM head."""
-    positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # as generate() numbers left-padded prompts
-    outputs = policy(input_ids=sequences, attention_mask=attention_mask, position_ids=positions,
-                     logits_to_keep=n_response + 1, output_hidden_states=value_head is not None, use_cache=False)
-    logits = outputs.logits[:, :-1].float()
-    tokens = sequences[:, -n_response:]
-    logprobs = torch.gather(F.log_softmax(logits, dim=-1), 2, tokens.unsqueeze(-1)).squeeze(-1)
-    values = None
-    if value_head is not None:
-        values = value_head(outputs.hidden_states[-1][:, -n_response - 1: -1].float())
-    return logprobs, values
-
-
 def prompt_of(record: Any) -> list[dict[str, str]]:
     """The conversation up to the reply to generate (trailing assistant turns removed)."""
     messages = [m.to_dict() for m in record.messages]
@@ -166,6 +92,10 @@ def load_reward_function(ref: str) -> Callable[..., list[float]]:
 
 
 def run_ppo(cfg: PPOConfig, registry: Registry | None = None) -> TrainResult:
+    import torch
+
+    from kaiyuan.train.ppo_algorithm import AdaptiveKL, ValueHead  # torch: loaded when training starts
+
     if (cfg.reward_model is None) == (cfg.reward_function is None):
         raise KaiyuanError("PPO needs exactly one of reward_model or reward_function")
     if cfg.batch_size % cfg.mini_batch_size:
@@ -175,7 +105,6 @@ def run_ppo(cfg: PPOConfig, registry: Registry | None = None) -> TrainResult:
     start, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, "PPO", registry)
     reward_artifact: Artifact | None = None
     if cfg.reward_model:
-        from kaiyuan.train.reward import load_reward_model, score_texts
 
         reward_net, reward_tokenizer, reward_artifact = load_reward_model(cfg.reward_model, registry)
         if not reward_artifact.manifest.get("config", {}).get("stage") == "reward":
@@ -240,6 +169,10 @@ def run_ppo(cfg: PPOConfig, registry: Registry | None = None) -> TrainResult:
 def ppo_step(cfg: PPOConfig, policy: Any, reference: Any, value_head: ValueHead, optimizer: Any, tokenizer: Any,
              kl: AdaptiveKL, stop_ids: list[int], generator: torch.Generator, prompts: list[list[dict]],
              references: list[str], score: Callable[..., list[float]]) -> dict[str, float]:
+    import torch
+
+    from kaiyuan.train.ppo_algorithm import gae, ppo_losses, response_logprobs_and_values, whiten
+
     # 1. rollout
     texts = [prompt_text(tokenizer, p) for p in prompts]
     encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -303,7 +236,6 @@ def register_ppo(cfg: PPOConfig, policy: Any, value_head: ValueHead, tokenizer: 
                  registry: Registry) -> TrainResult:
     from safetensors.torch import save_file
 
-    from kaiyuan.train.common import make_reproducible
 
     parents = [Parent(start.id, "adapter" if cfg.method == "lora" else "finetune"), Parent(data.id, "dataset"),
                Parent(start.id, "reference_model")]
@@ -325,7 +257,6 @@ def register_ppo(cfg: PPOConfig, policy: Any, value_head: ValueHead, tokenizer: 
     assert artifact is not None
     merged = None
     if cfg.method == "lora" and cfg.merge:
-        from kaiyuan.export.merge import merge_adapter
 
         merged = merge_adapter(artifact, registry, model=policy, tokenizer=tokenizer)
     curves = {k: artifact.path / f"{k}_curve.png" for k in ("reward", "kl", "loss")}
@@ -334,7 +265,6 @@ def register_ppo(cfg: PPOConfig, policy: Any, value_head: ValueHead, tokenizer: 
 
 def dates_exact_reward(prompts: list, completions: list[str], references: list[str]) -> list[float]:
     """A verifiable reward for the dates task: 1 when the first ISO date in the reply is the reference."""
-    from kaiyuan.data.synthetic import extract_answer
 
     return [1.0 if extract_answer(c) == r else 0.0 for c, r in zip(completions, references, strict=True)]
 

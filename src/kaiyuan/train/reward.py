@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from kaiyuan.data.templates import render
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.manifest import Parent
 from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
@@ -24,6 +25,7 @@ from kaiyuan.train.common import (
     finished_run,
     length_limit,
     logged_rows,
+    lora_config,
     mark_complete,
     plot_curve,
     stage_inputs,
@@ -70,7 +72,6 @@ def score_texts(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 
 
 
 def pair_accuracy(model: Any, tokenizer: Any, columns: dict[str, list]) -> float:
-    from kaiyuan.data.templates import render
 
     texts = []
     for prompt, chosen, rejected in zip(columns["prompt"], columns["chosen"], columns["rejected"], strict=True):
@@ -89,7 +90,6 @@ def run_reward(cfg: RewardConfig, registry: Registry | None = None) -> TrainResu
     from trl import RewardConfig as TRLRewardConfig
     from trl import RewardTrainer
 
-    from kaiyuan.train.common import lora_config
 
     registry = registry or Registry()
     if not 0 <= cfg.heldout_fraction < 1:

@@ -26,6 +26,7 @@ from typing import Any
 
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.registry import Artifact, Registry
+from kaiyuan.models import base_of, load_model, resolve_model
 from kaiyuan.serve.engines.base import Embedding, Generation, SamplingParams, StreamEvent
 from kaiyuan.serve.engines.transformers_engine import TransformersEngine
 
@@ -112,7 +113,6 @@ class AdapterSet:
     @staticmethod
     def from_references(refs: list[str], registry: Registry | None = None, dtype: str = "float32",
                         max_batch_size: int = 8) -> dict[str, Any]:
-        from kaiyuan.models import base_of, load_model, resolve_model
         from kaiyuan.serve.engines.transformers_batching import BatchScheduler
 
         registry = registry or Registry()

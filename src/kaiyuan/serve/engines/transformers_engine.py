@@ -23,6 +23,7 @@ from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 
 from kaiyuan.data.templates import chat_template_of, end_of_turn_token_ids, prompt_text
+from kaiyuan.models import load_model
 from kaiyuan.serve.engines.base import (
     STALL_AFTER_S,
     ContextLengthError,
@@ -42,7 +43,7 @@ from kaiyuan.serve.engines.chat_messages import (
     describe_tools,
     template_message,
 )
-from kaiyuan.serve.json_constraint import JsonLogitsProcessor, JsonTokenIndex, compiled_schema
+from kaiyuan.serve.engines.json_constraint import JsonLogitsProcessor, JsonTokenIndex, compiled_schema
 
 if TYPE_CHECKING:  # the scheduler module imports torch: loaded when an engine is made
     from kaiyuan.serve.engines.transformers_batching import BatchRequest, BatchScheduler, TokenLogprobs
@@ -164,7 +165,6 @@ class TransformersEngine:
 
     @classmethod
     def from_reference(cls, ref: str, model_id: str | None = None, max_batch_size: int = 8) -> TransformersEngine:
-        from kaiyuan.models import load_model
 
         loaded = load_model(ref)
         return cls(loaded.model, loaded.tokenizer, model_id or loaded.artifact.name, max_batch_size)

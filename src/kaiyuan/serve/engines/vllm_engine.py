@@ -13,7 +13,9 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from kaiyuan.data.templates import prompt_text
 from kaiyuan.errors import KaiyuanError
+from kaiyuan.models import base_of, resolve_model
 from kaiyuan.serve.engines.base import (
     ContextLengthError,
     Generation,
@@ -53,7 +55,6 @@ class VLLMEngine:
             raise KaiyuanError(VLLM_MISSING)
         from vllm import LLM
 
-        from kaiyuan.models import base_of, resolve_model
 
         artifact = resolve_model(ref)
         if artifact.kind == "adapter":
@@ -97,7 +98,6 @@ class VLLMEngine:
         return Generation(out.text, finish, len(prompt_ids), len(out.token_ids))
 
     def _chat_ids(self, messages: list[dict[str, Any]]) -> list[int]:
-        from kaiyuan.data.templates import prompt_text
 
         return list(self.tokenizer(prompt_text(self.tokenizer, messages), add_special_tokens=False)["input_ids"])
 

@@ -1,34 +1,17 @@
-"""The config dataclass is the single source of a stage's CLI flags and YAML keys.
+"""A config dataclass from a mapping (YAML, a recipe, a manifest), with every problem named at once.
 
-``command_from_config(app, "sft", SFTConfig, run)`` adds a typer command whose options are the
-dataclass fields (with their help text), plus ``--config FILE.yaml`` (keys = field names; flags given
-on the command line win) and ``--json``.
-"""
+The same dataclasses are the CLI's flags (:mod:`kaiyuan.cli.from_config`) and the YAML keys of ``--config`` and
+recipes."""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 import types
 import typing
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-import typer
-
 from kaiyuan.errors import KaiyuanError
-
-
-def _option_type(annotation: Any) -> Any:
-    origin = get_origin(annotation)
-    if origin in (types.UnionType, typing.Union):
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        return _option_type(args[0])
-    if origin is Literal:
-        return str
-    return annotation
 
 
 def did_you_mean(word: Any, choices: Any) -> str:
@@ -98,48 +81,3 @@ def load_config(cls: type, values: dict[str, Any], source: str = "config") -> An
     if problems:
         raise KaiyuanError("\n".join(problems))
     return cls(**values)
-
-
-def command_from_config(app: typer.Typer, name: str, cls: type, run: Callable[[Any, bool], None],
-                        help: str) -> None:
-    params = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        annotation = hints[f.name]
-        flag = "--" + f.name.replace("_", "-")
-        extra = ""
-        if get_origin(annotation) is Literal:
-            extra = f" [{'|'.join(map(str, get_args(annotation)))}]"
-        if f.default is not dataclasses.MISSING and f.default is not None:
-            extra += f" [default: {f.default}]"
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            extra += " [required]"
-        option_type = _option_type(annotation)
-        flags = (f"{flag}/--no-{f.name.replace('_', '-')}",) if option_type is bool else (flag,)
-        params.append(inspect.Parameter(
-            f.name, inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(None, *flags, help=f.metadata.get("help", "") + extra),
-            annotation=option_type | None))
-    params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
-                                    default=typer.Option(None, "--config", help="YAML file with these keys.")))
-    params.append(inspect.Parameter("json_output", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-                                    default=typer.Option(False, "--json", help="Print a JSON summary.")))
-
-    def command(**kwargs: Any) -> None:
-        import yaml
-
-        values: dict[str, Any] = {}
-        config_file = kwargs.pop("config")
-        json_output = kwargs.pop("json_output")
-        if config_file is not None:
-            loaded = yaml.safe_load(Path(config_file).read_text()) or {}
-            if not isinstance(loaded, dict):
-                raise KaiyuanError(f"{config_file}: expected a mapping of option names to values")
-            values.update(loaded)
-        values.update({k: v for k, v in kwargs.items() if v is not None})
-        cfg = load_config(cls, values, str(config_file or "options"))
-        run(cfg, json_output)
-
-    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    command.__doc__ = help
-    app.command(name, help=help)(command)

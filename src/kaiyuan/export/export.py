@@ -1,4 +1,4 @@
-"""``kaiyuan export MODEL --to merged|gguf|ollama``: the export stage (config, run function) and its command.
+"""The export stage: its config and run function (``kaiyuan export MODEL --to merged|gguf|ollama``).
 
 An adapter is merged into its base first (the merge is checked and registered); a model is exported as it is.
 Every export is a registered artifact whose manifest records its checks: the merge's logit difference, the GGUF's
@@ -7,19 +7,16 @@ embedded chat template, tokenization and greedy agreement with transformers, and
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-import typer
-from rich.console import Console
+from typing import Any, Literal
 
 from kaiyuan.errors import KaiyuanError
+from kaiyuan.export.gguf import export_gguf
+from kaiyuan.export.merge import merge_adapter
+from kaiyuan.export.ollama import export_ollama
 from kaiyuan.hub.registry import Artifact, Registry
-from kaiyuan.json_output import print_json
+from kaiyuan.models import resolve_model
 
 TARGETS = ("merged", "gguf", "ollama")
 QUANT_NAMES = ("f16", "q8_0", "q4_k_m")
@@ -80,7 +77,6 @@ class ExportResult:
 
 
 def run_export(cfg: ExportConfig, registry: Registry | None = None) -> ExportResult:
-    from kaiyuan.models import resolve_model
 
     if cfg.to not in TARGETS:
         raise KaiyuanError(f"unknown export target {cfg.to!r}: choose merged, gguf or ollama")
@@ -91,7 +87,6 @@ def run_export(cfg: ExportConfig, registry: Registry | None = None) -> ExportRes
     source = resolve_model(cfg.model, registry)
     merged = None
     if source.kind == "adapter":
-        from kaiyuan.export.merge import merge_adapter
 
         merged = source = merge_adapter(source, registry, name=cfg.name if cfg.to == "merged" else None,
                                         tolerance=cfg.tolerance)
@@ -103,15 +98,10 @@ def run_export(cfg: ExportConfig, registry: Registry | None = None) -> ExportRes
     options = {"quant": cfg.quant, "name": cfg.name, "converter": cfg.converter, "greedy_tokens": cfg.greedy_tokens,
                "perplexity_text": text, "allow_mismatch": cfg.allow_mismatch, "registry": registry}
     if cfg.to == "gguf":
-        from kaiyuan.export.gguf import export_gguf
 
         return ExportResult(cfg.to, export_gguf(source, **options), merged)
-    from kaiyuan.export.ollama import export_ollama
 
     return ExportResult(cfg.to, export_ollama(source, template=cfg.template, **options), merged)
-
-
-# ------------------------------------------------------------------------------------------------ command
 
 
 def describe_checks(checks: dict[str, Any]) -> list[str]:
@@ -136,47 +126,3 @@ def describe_checks(checks: dict[str, Any]) -> list[str]:
     if checks.get("checks_failed"):
         lines.append(f"FAILED (registered with --allow-mismatch): {', '.join(checks['checks_failed'])}")
     return lines
-
-
-def _field_help(name: str) -> str:
-    return next(f.metadata["help"] for f in dataclasses.fields(ExportConfig) if f.name == name)
-
-
-def export_command(
-    model: Annotated[str, typer.Argument(help=_field_help("model"), show_default=False)],
-    to: Annotated[str, typer.Option("--to", help=_field_help("to"), show_default=False)],
-    quant: Annotated[str, typer.Option(help=_field_help("quant"))] = "f16",
-    name: Annotated[str | None, typer.Option(help=_field_help("name"))] = None,
-    converter: Annotated[str | None, typer.Option(help=_field_help("converter"))] = None,
-    template: Annotated[str | None, typer.Option(help=_field_help("template"))] = None,
-    tolerance: Annotated[float | None, typer.Option(help=_field_help("tolerance"))] = None,
-    greedy_tokens: Annotated[int, typer.Option(help=_field_help("greedy_tokens"))] = 16,
-    perplexity_text: Annotated[str | None, typer.Option(help=_field_help("perplexity_text"))] = None,
-    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help=_field_help("allow_mismatch"))] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
-) -> None:
-    """Export a model or adapter: merged safetensors, a GGUF file for llama.cpp, or an Ollama model. Checks run
-    inside the export (merge logit difference, greedy equality, perplexity drift) and are registered with it."""
-    cfg = ExportConfig(model=model, to=to, quant=quant, name=name, converter=converter,  # type: ignore[arg-type]
-                       template=template, tolerance=tolerance, greedy_tokens=greedy_tokens,
-                       perplexity_text=perplexity_text, allow_mismatch=allow_mismatch)
-    with contextlib.redirect_stdout(sys.stderr):  # library chatter; stdout is for the result
-        result = run_export(cfg)
-    summary = result.summary()
-    if json_output:
-        print_json(summary)
-        return
-    console = Console(soft_wrap=True)
-    console.print(f"{result.artifact.kind}: [bold]{result.artifact.id}[/] ({result.artifact.name})")
-    if result.merged and result.merged.id != result.artifact.id:
-        console.print(f"merged model: [bold]{result.merged.id}[/]")
-    console.print(f"path: {summary['file']}", markup=False, highlight=False)
-    for line in describe_checks(summary["checks"]):
-        console.print(line, markup=False, highlight=False)
-    if "ollama_create" in summary:
-        console.print(f"create it: {summary['ollama_create']}", markup=False, highlight=False)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``kaiyuan export`` to the ``kaiyuan`` app."""
-    app.command("export")(export_command)

@@ -19,7 +19,10 @@ from kaiyuan.data.near_misses import NearMissConfig, run_near_misses
 from kaiyuan.data.synthetic import SyntheticConfig, run_synthetic
 from kaiyuan.evaluate.generation import ExactMatchConfig, run_exact_match
 from kaiyuan.home import kaiyuan_home
+from kaiyuan.hub.card import write_cards
+from kaiyuan.hub.licenses import license_report
 from kaiyuan.hub.manifest import atomic_write_json
+from kaiyuan.hub.openness import openness_report
 from kaiyuan.hub.registry import Registry
 from kaiyuan.models import SMOLLM2, resolve_model
 from kaiyuan.train.preference import DPOConfig, run_dpo
@@ -155,9 +158,6 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
 
 def describe_openness(model_id: str, registry: Registry, console: Console) -> dict[str, Any]:
     """Register the model's card and its datasets' cards, then say what its license and openness are."""
-    from kaiyuan.hub.card import write_cards
-    from kaiyuan.hub.licenses import license_report
-    from kaiyuan.hub.openness import openness_report
 
     cards = write_cards(model_id, registry, out=kaiyuan_home() / "demo" / "card")
     terms = license_report(model_id, registry)

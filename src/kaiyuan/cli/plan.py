@@ -7,7 +7,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from kaiyuan.config_cli import command_from_config
+from kaiyuan.cli.from_config import command_from_config
+from kaiyuan.cli.output import console, print_json
 from kaiyuan.plan import ASSUMPTIONS, GB, PlanConfig, make_plan
 
 SETTINGS = {"full": "train: full fine-tune", "lora": "train: LoRA", "qlora": "train: QLoRA (NF4)",
@@ -35,7 +36,6 @@ def gigabytes(value: float) -> str:
 
 
 def _run_plan(cfg: PlanConfig, json_output: bool) -> None:
-    from kaiyuan.cli import console, print_json
 
     plan = make_plan(cfg)
     if json_output:

@@ -28,19 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kaiyuan.config_cli import config_problems, did_you_mean, load_config
+from kaiyuan.config import config_problems, did_you_mean, load_config
 from kaiyuan.errors import KaiyuanError
+from kaiyuan.home import kaiyuan_home, registry_path
+from kaiyuan.hub.manifest import atomic_write_json
+from kaiyuan.hub.registry import Registry
+from kaiyuan.pipeline.stages import STAGES, Stage
 
 REFERENCE = re.compile(r"^\$\{(?P<step>[A-Za-z_][\w-]*)\.(?P<output>\w+)\}$")
-
-
-@dataclass
-class StageSpec:
-    config: type
-    run: Callable[[Any], dict[str, str]]
-    outputs: tuple[str, ...]
-    # why a config would leave some of ``outputs`` empty: values -> {output: reason}
-    unproduced: Callable[[type, dict[str, Any]], dict[str, str]] | None = None
 
 
 class RecipeError(KaiyuanError):
@@ -89,85 +84,9 @@ def load_recipe(path: str | Path) -> Any:
         raise KaiyuanError(f"{path}: invalid YAML: nested too deeply") from None
 
 
-def _field_default(cls: type, name: str) -> Any:
-    import dataclasses
-
-    found = {f.name: f for f in dataclasses.fields(cls)}.get(name)
-    return None if found is None or found.default is dataclasses.MISSING else found.default
-
-
-def _unmerged(cls: type, values: dict[str, Any]) -> dict[str, str]:
-    """A training stage registers a merged model only with ``merge: true`` and an adapter method."""
-    from kaiyuan.train.common import ADAPTER_METHODS
-
-    if values.get("merge", _field_default(cls, "merge")) is not True:
-        return {"merged": "it has no 'merge: true'"}
-    method = values.get("method", _field_default(cls, "method"))
-    if method is not None and method not in ADAPTER_METHODS:
-        return {"merged": f"its method {method} trains no adapter to merge"}
-    return {}
-
-
-def _no_pairs(cls: type, values: dict[str, Any]) -> dict[str, str]:
-    n_pairs = values.get("n_pairs", _field_default(cls, "n_pairs"))
-    ok = isinstance(n_pairs, int) and not isinstance(n_pairs, bool) and n_pairs > 0
-    return {} if ok else {"pairs": "it has no 'n_pairs' above 0"}
-
-
-def _trained(stage: Any) -> Callable[[Any], dict[str, Any]]:
-    """A recipe step for a training stage: its artifact, merged model (if any) and metrics."""
-
-    def run(cfg: Any) -> dict[str, Any]:
-        result = stage.run(cfg)
-        return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "",
-                "metrics": result.metrics}
-
-    return run
-
-
-def _eval(cfg: Any) -> dict[str, str]:
-    from kaiyuan.evaluate.generation import run_exact_match
-
-    result = run_exact_match(cfg)
-    return {"artifact": result.artifact.id, "metrics": {"exact_match": result.exact_match, "n": result.n}}
-
-
-def _synthetic(cfg: Any) -> dict[str, str]:
-    from kaiyuan.data.synthetic import run_synthetic
-
-    return {name: artifact.id for name, artifact in run_synthetic(cfg).items()}
-
-
-def _near_misses(cfg: Any) -> dict[str, Any]:
-    from kaiyuan.data.near_misses import run_near_misses
-
-    dataset, kept = run_near_misses(cfg)
-    return {"pairs": dataset.id, "metrics": {"pairs": len(kept)}}
-
-
-def _export(cfg: Any) -> dict[str, Any]:
-    from kaiyuan.export.export_cli import run_export
-
-    result = run_export(cfg)
-    return {"artifact": result.artifact.id, "merged": result.merged.id if result.merged else "",
-            "metrics": result.checks()}
-
-
-def stages() -> dict[str, StageSpec]:
-    from kaiyuan.data.near_misses import NearMissConfig
-    from kaiyuan.data.synthetic import SyntheticConfig
-    from kaiyuan.evaluate.generation import ExactMatchConfig
-    from kaiyuan.export.export_cli import ExportConfig
-    from kaiyuan.train.stages import TRAINING_STAGES
-
-    return {
-        "synthetic": StageSpec(SyntheticConfig, _synthetic, ("train", "heldout", "pairs"), _no_pairs),
-        "near_misses": StageSpec(NearMissConfig, _near_misses, ("pairs",)),
-        **{stage.name: StageSpec(stage.config_class(), _trained(stage), stage.outputs,
-                                 _unmerged if "merged" in stage.outputs else None) for stage in TRAINING_STAGES},
-        "eval": StageSpec(ExactMatchConfig, _eval, ("artifact",)),
-        "export": StageSpec(ExportConfig, _export, ("artifact", "merged")),
-    }
+def stages() -> dict[str, Stage]:
+    """The stages a recipe can name: the stage table."""
+    return STAGES
 
 
 @dataclass
@@ -185,12 +104,10 @@ def _registry() -> Any:
     """The registry, when there is one (a check creates nothing)."""
     import sqlite3
 
-    from kaiyuan.home import registry_path
 
     try:
         if not registry_path().is_file():
             return None
-        from kaiyuan.hub.registry import Registry
 
         return Registry()
     except (OSError, sqlite3.Error):
@@ -324,7 +241,6 @@ def _cache_file(stage: str, values: dict[str, Any]) -> Path:
     import hashlib
     import json
 
-    from kaiyuan.home import kaiyuan_home
 
     digest = hashlib.sha256(json.dumps([stage, values], sort_keys=True, default=str).encode()).hexdigest()[:16]
     return kaiyuan_home() / "runs" / "recipe-cache" / f"{stage}-{digest}.json"
@@ -334,7 +250,6 @@ def _cached(stage: str, values: dict[str, Any]) -> dict[str, Any] | None:
     """A finished stage with the same resolved config whose artifacts are all still registered."""
     import json
 
-    from kaiyuan.hub.registry import Registry
 
     path = _cache_file(stage, values)
     if not path.is_file():
@@ -356,7 +271,6 @@ def run_recipe(path: Path, on_stage: Callable[[int, int, PlannedStage], None] | 
     deterministic), so re-running a recipe after a failure continues where it stopped."""
     import json
 
-    from kaiyuan.hub.manifest import atomic_write_json
 
     recipe = load_recipe(path)
     planned = plan(recipe, str(path))
@@ -378,7 +292,8 @@ def run_recipe(path: Path, on_stage: Callable[[int, int, PlannedStage], None] | 
         if cached is not None:
             results[step.id] = {**cached, "cached": True}
             continue
-        outputs = known[step.stage].run(load_config(known[step.stage].config, values, step.id))
+        stage = known[step.stage]
+        outputs = stage.outputs_of(stage.run(load_config(stage.config, values, step.id)))
         atomic_write_json(_cache_file(step.stage, values), json.loads(json.dumps(outputs, default=str)))
         results[step.id] = outputs
     return {"recipe": str(path), "name": recipe.get("name"), "stages": results}

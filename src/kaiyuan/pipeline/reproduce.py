@@ -27,9 +27,16 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from kaiyuan.config import load_config
+from kaiyuan.data.synthetic import SyntheticConfig, run_synthetic
 from kaiyuan.errors import KaiyuanError
+from kaiyuan.export.merge import merge_adapter
+from kaiyuan.home import artifacts_dir
 from kaiyuan.hub.manifest import hash_tree, kaiyuan_git_commit, library_versions, read_manifest
 from kaiyuan.hub.registry import Artifact, Registry
+from kaiyuan.models import create_tiny_llama
+from kaiyuan.pipeline.stages import TRAINING_STAGES
+from kaiyuan.train.launch import launch
 
 IDENTICAL, DIFFERS, INPUT, CANNOT = "identical", "differs", "input", "cannot reproduce"
 TINY_SOURCE = "kaiyuan.tiny (random weights)"  # kaiyuan.models.create_tiny_llama
@@ -221,7 +228,6 @@ class Reproduction:
             report.status = DIFFERS if reason is None else CANNOT
             report.reason = "; ".join(filter(None, [reason, "its files no longer match its manifest: not copied"]))
             return report
-        from kaiyuan.home import artifacts_dir
 
         destination = artifacts_dir() / original.id
         shutil.copytree(original.path, destination)
@@ -257,7 +263,6 @@ Remake = Callable[[Reproduction, Artifact], Artifact]
 
 def recipe_of(manifest: dict[str, Any]) -> tuple[str, Remake | None]:
     """The command that made an artifact and the function that re-makes it (None: an input from outside)."""
-    from kaiyuan.train.stages import TRAINING_STAGES
 
     source = manifest.get("source") or ""
     stage = (manifest.get("config") or {}).get("stage")
@@ -284,7 +289,6 @@ def _require(manifest: dict[str, Any], config_keys: tuple[str, ...], seed: bool 
 
 
 def remake_tiny(session: Reproduction, original: Artifact) -> Artifact:
-    from kaiyuan.models import create_tiny_llama
 
     config = _require(original.manifest, ("template",))
     made_shape = {"hidden_size": 64, "num_layers": 2}
@@ -295,7 +299,6 @@ def remake_tiny(session: Reproduction, original: Artifact) -> Artifact:
 
 
 def remake_synthetic(session: Reproduction, original: Artifact) -> Artifact:
-    from kaiyuan.data.synthetic import SyntheticConfig, run_synthetic
 
     config = _require(original.manifest, ("task", "n_train", "n_heldout", "split"))
     split, seed = config["split"], original.manifest["seed"]
@@ -316,8 +319,6 @@ def remake_synthetic(session: Reproduction, original: Artifact) -> Artifact:
 
 def remake_trained(session: Reproduction, original: Artifact) -> Artifact:
     """``kaiyuan train <stage>`` with the recorded config; model/data references → the re-made parents."""
-    from kaiyuan.config_cli import load_config
-    from kaiyuan.train.stages import TRAINING_STAGES
 
     manifest = original.manifest
     values = {k: v for k, v in (manifest.get("config") or {}).items() if k != "stage"}
@@ -343,7 +344,6 @@ def remake_trained(session: Reproduction, original: Artifact) -> Artifact:
     except KaiyuanError as exc:
         raise CannotReproduce(str(exc)) from None
     if getattr(cfg, "nproc", 1) > 1:
-        from kaiyuan.train.distributed import launch
 
         summary = launch(cfg, stage.name)
         artifact = Registry().get(summary["artifact_id"])
@@ -365,7 +365,6 @@ def remake_unknown_stage(session: Reproduction, original: Artifact) -> Artifact:
 
 def remake_merge(session: Reproduction, original: Artifact) -> Artifact:
     """The training run that merged it already did (merge: true), or ``merge_adapter`` on the re-made adapter."""
-    from kaiyuan.export.merge import merge_adapter
 
     adapter = next((p["id"] for p in original.manifest.get("parents") or [] if p["relation"] == "merge"), None)
     if adapter is None:

@@ -1,0 +1,5 @@
+"""``python -m kaiyuan``."""
+
+from kaiyuan.cli import main
+
+main()

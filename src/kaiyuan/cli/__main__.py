@@ -1,0 +1,5 @@
+"""``python -m kaiyuan.cli`` (how torchrun relaunches a training command)."""
+
+from kaiyuan.cli import main
+
+main()

@@ -1,0 +1,109 @@
+"""The config dataclass is the single source of a command's flags and YAML keys.
+
+``command_from_config(app, "sft", SFTConfig, run)`` adds a typer command whose options are the
+dataclass fields (with their help text), plus ``--config FILE.yaml`` (keys = field names; flags given
+on the command line win) and ``--json``. A field with ``metadata={"argument": True}`` is a positional
+argument; ``metadata={"flags": ("--to",)}`` names its flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import typer
+import yaml
+
+from kaiyuan.config import load_config
+from kaiyuan.errors import KaiyuanError
+
+
+def _option_type(annotation: Any) -> Any:
+    origin = get_origin(annotation)
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return _option_type(args[0])
+    if origin is Literal:
+        return str
+    return annotation
+
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING and f.default is not None:
+        return f" [default: {f.default}]"
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        return " [required]"
+    return ""
+
+
+def config_parameters(cls: type) -> list[inspect.Parameter]:
+    """One typer parameter per field of ``cls``: ``--field-name`` options (``--x/--no-x`` for booleans), or a
+    positional argument where the field's metadata says ``argument``."""
+    params = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        annotation = hints[f.name]
+        extra = ""
+        if get_origin(annotation) is Literal:
+            extra = f" [{'|'.join(map(str, get_args(annotation)))}]"
+        extra += _default_text(f)
+        option_type = _option_type(annotation)
+        help_text = f.metadata.get("help", "") + extra
+        if f.metadata.get("argument"):
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            default: Any = typer.Argument(... if required else None, help=help_text, show_default=False)
+        else:
+            flag = "--" + f.name.replace("_", "-")
+            flags = f.metadata.get("flags") or ((f"{flag}/--no-{f.name.replace('_', '-')}",) if option_type is bool
+                                                else (flag,))
+            default = typer.Option(None, *flags, help=help_text, show_default=False)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=option_type | None))
+    return params
+
+
+def read_config_file(config_file: Path) -> dict[str, Any]:
+    """The mapping in a ``--config`` YAML file, or a clear error naming the file."""
+    try:
+        text = Path(config_file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise KaiyuanError(f"{config_file}: cannot read the config file ({exc.strerror})") from exc
+    try:
+        loaded = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise KaiyuanError(f"{config_file}: not valid YAML ({exc})") from exc
+    if not isinstance(loaded, dict):
+        raise KaiyuanError(f"{config_file}: expected a mapping of option names to values")
+    return loaded
+
+
+def command_from_config(app: typer.Typer, name: str, cls: type, run: Callable[[Any, bool], None],
+                        help: str, **command_options: Any) -> None:
+    params = config_parameters(cls)
+    params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
+                                    default=typer.Option(None, "--config", help="YAML file with these keys.")))
+    params.append(inspect.Parameter("json_output", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                    default=typer.Option(False, "--json", help="Print a JSON summary.")))
+    hints = typing.get_type_hints(cls)
+    list_fields = {f.name for f in dataclasses.fields(cls) if get_origin(_option_type(hints[f.name])) is list}
+
+    def command(**kwargs: Any) -> None:
+        values: dict[str, Any] = {}
+        config_file = kwargs.pop("config")
+        json_output = kwargs.pop("json_output")
+        if config_file is not None:
+            values.update(read_config_file(config_file))
+        values.update({k: list(v) if k in list_fields else v for k, v in kwargs.items()
+                       if v is not None and not (k in list_fields and not v)})
+        cfg = load_config(cls, values, str(config_file or "options"))
+        run(cfg, json_output)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__doc__ = help
+    app.command(name, help=help, **command_options)(command)

@@ -1,0 +1,298 @@
+"""``kaiyuan models``, ``license``, ``openness``, ``card``, ``reproduce`` and ``verify``: the registry and what it
+knows about each model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from kaiyuan.cli.output import console, echo, err_console, library_chatter_to_stderr, print_json
+from kaiyuan.hub.card import write_cards
+from kaiyuan.hub.licenses import LicenseReport, license_report
+from kaiyuan.hub.openness import OpennessReport, openness_report
+from kaiyuan.hub.registry import Registry, human_size
+from kaiyuan.hub.verify import VerifyReport, verify_home
+from kaiyuan.models import create_tiny_llama
+from kaiyuan.pipeline.reproduce import ArtifactReport, reproduce
+
+models_app = typer.Typer(help="Models and artifacts in the registry.", no_args_is_help=True)
+
+
+@models_app.command("list")
+def models_list(
+    kind: Annotated[str | None, typer.Option(help="Only this kind: model|adapter|dataset|eval|export.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Artifacts in the registry (models and adapters by default; --kind for others)."""
+
+    registry = Registry()
+    artifacts = registry.list(kind) if kind else [a for a in registry.list() if a.kind in ("model", "adapter")]
+    if json_output:
+        print_json([a.summary() for a in artifacts])
+        return
+    table = Table(title=f"registry {registry.path}")
+    for column in ("id", "kind", "name", "license", "created"):
+        table.add_column(column, no_wrap=column != "name", overflow="fold")
+    for a in artifacts:
+        table.add_row(a.id, a.kind, a.name, a.license, a.created_at.replace("T", " ")[:16])
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    ref: Annotated[str, typer.Argument(help="Artifact id or name.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """An artifact's manifest and its lineage back to base models and datasets."""
+
+    registry = Registry()
+    artifact = registry.get(ref)
+    info = {**artifact.summary(), "manifest": artifact.manifest, "lineage": registry.lineage(artifact.id)}
+    if json_output:
+        print_json(info)
+        return
+    console.print(f"[bold]{artifact.id}[/] {artifact.kind} {artifact.name!r}  license {artifact.license}")
+    console.print(f"path {artifact.path}\nsha256 {artifact.sha256}\nsource {artifact.manifest.get('source')}")
+    table = Table(title="lineage")
+    for column in ("depth", "relation", "id", "kind", "name", "license", "sha256"):
+        table.add_column(column)
+    for node in info["lineage"]:
+        table.add_row(str(node["depth"]), node["relation"], node["id"], node["kind"] or "?", node["name"] or "?",
+                      node["license"] or "?", (node["sha256"] or "?")[:16])
+    console.print(table)
+
+
+@models_app.command("create-tiny")
+def models_create_tiny(
+    template: Annotated[str, typer.Option(help="Chat template: chatml|llama3|zephyr.")] = "chatml",
+    seed: Annotated[int, typer.Option(help="Seed for tokenizer corpus and weights.")] = 0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create (once) and register a tiny random Llama for tests and quick tries."""
+
+    artifact = create_tiny_llama(template=template, seed=seed)
+    if json_output:
+        print_json(artifact.summary())
+    else:
+        console.print(f"{artifact.id} ({artifact.name}) at {artifact.path}")
+
+
+
+
+VERDICT_STYLE = {"yes": "bold green", "no": "bold red", "risk": "bold yellow"}
+LEVEL_STYLE = {"blocker": "red", "risk": "yellow", "flag": "cyan"}
+
+
+def license_command(
+    model: Annotated[str, typer.Argument(help="Model (or any artifact): registry id, id prefix or name.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Derive a model's license terms from its lineage: base models, adapters, merges, quantizations, datasets,
+    reward / reference models and the models that generated its data. Evaluations and judges are not inputs.
+    An engineering reading of the recorded licenses, not legal advice."""
+    report = license_report(model)
+    if json_output:
+        print_json(report.to_dict())
+        return
+    print_license_report(report, console)
+
+
+def print_license_report(report: LicenseReport, console: Console) -> None:
+    style = VERDICT_STYLE[report.verdict]
+    console.print(Text.assemble((report.name, "bold"), f" ({report.model_id}, {report.kind})  license ",
+                                (report.license, "bold")))
+    console.print(f"commercial use: [{style}]{report.verdict}[/]", highlight=False)
+    table = Table(title="inputs (the chain of evidence)")
+    for column in ("role", "path", "license", "commercial", "share-alike", "open"):
+        table.add_column(column, overflow="fold")
+    for item in report.evidence:
+        props = item["properties"] or {}
+        commercial = {True: "yes", False: "no", None: "?"}[props.get("commercial_use")]
+        table.add_row(item["role"] + (f" ({item['via']})" if item["role"] == "data" else ""), Text(item["path_text"]),
+                      item["license"] or "missing", commercial, "yes" if props.get("share_alike") else "",
+                      "yes" if props.get("open_license") else "")
+    console.print(table)
+    if report.risks:
+        console.print("[bold]risks[/]")
+        for risk in report.risks:
+            console.print(Text.assemble("  ", (risk["level"], LEVEL_STYLE[risk["level"]]), f" {risk['message']}"))
+            console.print(f"      path: {risk['path_text']}", markup=False, highlight=False)
+    if report.obligations:
+        console.print("[bold]obligations when you distribute the model or offer it as a service[/]")
+        for obligation in report.obligations:
+            console.print(f"  • {obligation}", markup=False, highlight=False)
+    if report.use_policies:
+        console.print("acceptable-use policies: " + "; ".join(report.use_policies), markup=False, highlight=False)
+    if report.user_cap:
+        console.print(f"user cap: {report.user_cap:,} monthly active users", highlight=False)
+    console.print("[dim]An engineering reading of the recorded licenses, not legal advice.[/]")
+
+
+def openness_command(
+    model: Annotated[str, typer.Argument(help="Model: registry id, id prefix or name.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """How open a model is: its Model Openness Framework class (LF AI & Data, arXiv:2403.13784) with the missing
+    components and why, the 14-dimension openness index (Liesenfeld & Dingemanse 2024) and the Open Source AI
+    Definition 1.0 check — from the manifests and artifact files."""
+    report = openness_report(model)
+    if json_output:
+        print_json(report.to_dict())
+        return
+    print_openness_report(report, console)
+
+
+def print_openness_report(report: OpennessReport, console: Console) -> None:
+    console.print(Text.assemble((report.name, "bold"), f" ({report.model_id}, {report.kind})  license ",
+                                (report.license, "bold")))
+    reached = report.mof_class or "none (not even Class III)"
+    console.print(f"Model Openness Framework: [bold]{reached}[/]", highlight=False)
+    for name, step in report.progress.items():
+        console.print(f"  {name}: {step['met']} of {step['required']} required components", highlight=False)
+    table = Table(title="MOF components")
+    for column in ("class", "component", "status", "license", "evidence"):
+        table.add_column(column, overflow="fold")
+    for c in report.mof_components:
+        status = "[green]open[/]" if c["counts"] else "[yellow]not open[/]" if c["present"] else "[red]missing[/]"
+        table.add_row(c["class"], c["name"] + ("" if c["required"] else " (optional)"), status, c["license"] or "",
+                      Text(c["evidence"]))
+    console.print(table)
+    index = Table(title=f"openness index: {report.index_score:g} of {report.index_max}")
+    for column in ("group", "dimension", "score", "evidence"):
+        index.add_column(column, overflow="fold")
+    for d in report.index:
+        index.add_row(d["group"], d["name"], f"{d['score']:g}", Text(d["evidence"]))
+    console.print(index)
+    verdict = "[green]passes[/]" if report.osaid["passes"] else "[red]does not pass[/]"
+    console.print(f"Open Source AI Definition 1.0: {verdict}")
+    for reason in report.osaid["reasons"]:
+        console.print(f"  • {reason}", markup=False, highlight=False)
+    for note in report.notes:
+        console.print(f"[dim]{note}[/]", highlight=False)
+
+
+def card_command(
+    model: Annotated[str, typer.Argument(help="Model, adapter, export or dataset: registry id, id prefix or name.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the cards here: README.md (the model card) "
+                                                          "and datasets/<dataset id>/README.md.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the card paths and their metadata as JSON.")]
+    = False,
+) -> None:
+    """Write Hugging Face cards from the manifests: the model card (license, base model, datasets, tags, a
+    model-index of every registered evaluation; lineage, license verdict, openness grade, how it was made) and a
+    data card for each dataset. Each card is registered as its own artifact (kind card) linked to what it
+    documents, which is how `kaiyuan openness` finds it."""
+
+    cards = write_cards(model, out=out)
+    if json_output:
+        print_json(cards.to_dict())
+        return
+    for written in ([cards.model] if cards.model else []) + cards.data:
+        what = "data card" if written.documents.kind == "dataset" else "model card"
+        console.print(f"{what} for {written.documents.name} ({written.documents.id}): {written.card.id}",
+                      markup=False, highlight=False)
+        console.print(f"    {written.out or written.path}", markup=False, highlight=False)
+    for warning in cards.warnings:
+        console.print(f"warning: {warning}", markup=False, highlight=False, style="yellow")
+
+
+STATUS_STYLE = {"identical": "green", "input": "cyan", "differs": "red", "cannot reproduce": "yellow"}
+
+
+def reproduce_command(
+    model: Annotated[str, typer.Argument(help="Artifact id or name whose lineage to re-run.")],
+    home: Annotated[Path | None, typer.Option(help="Fresh KAIYUAN_HOME to reproduce into (new or empty; default: a "
+                                                   "temporary directory, removed afterwards).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    """Re-run every stage that led to MODEL, from its manifests, in a fresh KAIYUAN_HOME; inputs from outside
+    (hub models, local dirs, data files) are copied in after checking their sha256. Every file's sha256 is then
+    compared with the original's. Exit code 0: all identical; 1: something differs or cannot be reproduced."""
+
+    def announce(report: ArtifactReport) -> None:
+        err_console.print(f"{report.id}: {report.status}", markup=False, highlight=False)
+
+    with library_chatter_to_stderr():
+        report = reproduce(model, home=home, on_artifact=announce)
+    if json_output:
+        print_json(report.to_dict())
+    else:
+        table = Table(title=f"reproduce {report.target}" + (f" into {report.home}" if report.home else ""))
+        for column in ("artifact", "kind", "name", "made by", "status", "details"):
+            table.add_column(column, overflow="fold")
+        for artifact in report.artifacts:
+            details = [f"{d.path}: {d.problem}" for d in artifact.differences]
+            details += [artifact.reason] if artifact.reason else []
+            details += [f"missing: {', '.join(artifact.missing)}"] if artifact.missing else []
+            details += [f"{name} {change}" for name, change in artifact.library_changes.items()]
+            style = STATUS_STYLE.get(artifact.status, "")
+            table.add_row(artifact.id, artifact.kind or "?", artifact.name or "?", artifact.how,
+                          f"[{style}]{artifact.status}[/]", "\n".join(details))
+        console.print(table)
+        console.print(f"{'identical' if report.ok else 'NOT reproduced'} in {report.seconds:.1f}s")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def verify_command(
+    repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed without losing a committed "
+                                                          "artifact: index folders with valid manifests, drop rows "
+                                                          "whose folder is gone, remove staging leftovers and "
+                                                          "interrupted checkpoints, rebuild a damaged registry, "
+                                                          "quarantine (never delete) damaged artifacts.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    """Check KAIYUAN_HOME: every artifact file's sha256 against its manifest (changed, missing, extra files), the
+    registry against the artifact folders, staging leftovers of killed writers, interrupted training checkpoints,
+    and parents that are neither registered nor on disk. Prints "clean", or each problem and what --repair does
+    about it. Exit code 0: clean (or everything repaired); 1: problems remain."""
+
+    report = verify_home(repair=repair)
+    if json_output:
+        print_json(report.to_dict())
+    else:
+        _print(report)
+    if not report.clean:
+        raise typer.Exit(1)
+
+
+def _print(report: VerifyReport) -> None:
+    out = echo
+    for finding in report.findings:
+        out(finding.line())
+        if finding.repaired:
+            out(f"  repaired: {finding.repair}")
+        elif finding.repair_error:
+            out(f"  NOT repaired ({finding.repair_error}): {finding.repair}")
+        elif finding.repair is None:
+            out("  --repair cannot fix this")
+        else:
+            out(f"  --repair would: {finding.repair}")
+    checked = (f"{report.artifacts} artifact(s), {report.files_hashed} file(s), {human_size(report.bytes_hashed)} "
+               f"checked in {report.home}")
+    problems = len(report.findings)
+    if not problems:
+        out(f"clean: {checked}")
+    elif report.repair:
+        repaired, remaining = problems - len(report.remaining), len(report.remaining)
+        out(f"{problems} problem(s), {repaired} repaired, " + (f"{remaining} remain" if remaining else "now clean")
+            + f": {checked}")
+    else:
+        fixable = sum(f.repair is not None for f in report.findings)
+        out(f"{problems} problem(s): {checked}; `kaiyuan verify --repair` fixes {fixable} of them")
+    for note in report.notes:
+        out(f"note: {note}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")
+    app.command("license")(license_command)
+    app.command("openness")(openness_command)
+    app.command("card")(card_command)
+    app.command("reproduce")(reproduce_command)
+    app.command("verify")(verify_command)

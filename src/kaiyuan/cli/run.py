@@ -1,0 +1,64 @@
+"""``kaiyuan run RECIPE`` and ``kaiyuan demo`` (the demo recipe with its summary)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from kaiyuan.cli.from_config import command_from_config
+from kaiyuan.cli.output import console, err_console, library_chatter_to_stderr, print_json
+from kaiyuan.pipeline.demo import DemoConfig, run_demo
+from kaiyuan.pipeline.recipe import load_recipe, plan, run_recipe
+
+
+def _run_demo(cfg: Any, json_output: bool) -> None:
+
+    with library_chatter_to_stderr():
+        summary = run_demo(cfg)
+    if json_output:
+        print_json(summary)
+    else:
+        console.print(f"chat reply: {summary['chat_reply']!r}\nstream reply: {summary['stream_reply']!r}\n"
+                      f"loss curve: {summary['loss_curve_png']}")
+
+
+def run_recipe_command(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML: stages run in order; ${ID.OUTPUT} refers to an "
+                                                "earlier stage's artifact.")],
+    check: Annotated[bool, typer.Option("--check", help="Only validate the recipe.")] = False,
+    cache: Annotated[bool, typer.Option(help="Reuse stages that already ran with the same resolved config.")] = True,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Run a recipe (e.g. recipes/dpo.yaml): every stage's config is checked before the first one runs."""
+
+    if check:  # every problem of the recipe is reported at once (a RecipeError, one a line)
+        planned = plan(load_recipe(recipe), str(recipe))
+        console.print(f"{recipe}: {len(planned)} stages OK: " + " → ".join(f"{p.id} ({p.stage})" for p in planned),
+                      markup=False, highlight=False)
+        return
+
+    def announce(number: int, total: int, step: Any) -> None:
+        err_console.rule(f"[bold cyan]stage {number}/{total}: {step.id} ({step.stage})")
+
+    with library_chatter_to_stderr():
+        summary = run_recipe(recipe, announce, use_cache=cache)
+    if json_output:
+        print_json(summary)
+        return
+    table = Table(title=f"recipe {recipe}")
+    for column in ("stage", "outputs"):
+        table.add_column(column)
+    for step_id, outputs in summary["stages"].items():
+        table.add_row(step_id, json.dumps(outputs, default=str))
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_recipe_command)
+    command_from_config(app, "demo", DemoConfig, _run_demo,
+                        help="Run the whole lifecycle on a real open model: data → eval → LoRA SFT → merge → "
+                             "eval → serve; writes $KAIYUAN_HOME/demo/summary.json.")
