@@ -323,7 +323,7 @@ def remake_trained(session: Reproduction, original: Artifact) -> Artifact:
     manifest = original.manifest
     values = {k: v for k, v in (manifest.get("config") or {}).items() if k != "stage"}
     stage = next(s for s in TRAINING_STAGES if s.name == manifest["config"]["stage"])
-    config_class = stage.config_class()
+    config_class = stage.config
     required = [f.name for f in fields(config_class) if f.name in REFERENCE_RELATIONS and f.name not in values]
     if required:
         raise CannotReproduce(f"the manifest does not record {', '.join(f'config.{n}' for n in required)}",

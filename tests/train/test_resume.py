@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from .conftest import write_jsonl
+from tests.conftest import write_jsonl
 
 ROWS = [{"messages": [{"role": "user", "content": f"Convert March {d}, 19{d + 10}"},
                       {"role": "assistant", "content": f"19{d + 10}-03-{d:02d}"}]} for d in range(1, 17)]

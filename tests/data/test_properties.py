@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 from kaiyuan.data import formats
 from kaiyuan.data.formats import SHAREGPT_ROLES, DataError, load_records, records_to_jsonl
 from kaiyuan.errors import KaiyuanError
-
-from .test_templates import masked_runs
+from tests.data.test_templates import masked_runs
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

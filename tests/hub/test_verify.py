@@ -19,8 +19,7 @@ from kaiyuan.hub import verify as verify_module
 from kaiyuan.hub.manifest import Parent, file_sha256
 from kaiyuan.hub.registry import HOST_TAG, ArtifactCorruptError, ArtifactWriter, Registry, human_size
 from kaiyuan.models import load_model, resolve_model
-
-from .conftest import write_jsonl
+from tests.conftest import write_jsonl
 
 runner = CliRunner()
 

@@ -7,8 +7,7 @@ from kaiyuan.data.synthetic import generate_dates
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.registry import Registry
 from kaiyuan.train.sft import SFTConfig, run_sft
-
-from .conftest import write_jsonl
+from tests.conftest import write_jsonl
 
 
 @pytest.fixture

@@ -4,8 +4,7 @@ import torch
 
 from kaiyuan.models import load_model
 from kaiyuan.train.pretrain import PretrainConfig, pack_documents, run_pretrain
-
-from .conftest import write_jsonl
+from tests.conftest import write_jsonl
 
 
 def test_pack_documents_resets_positions_and_skips_first_tokens():

@@ -10,8 +10,7 @@ import yaml
 from kaiyuan.config import load_config
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.pipeline.recipe import RecipeError, load_recipe, plan, run_recipe
-
-from .conftest import run_cli
+from tests.conftest import run_cli
 
 STAGES = ("synthetic, near_misses, pretrain, sft, dpo, kto, orpo, simpo, reward, ppo, grpo, eval, benchmark, judge, export")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-SHARED = Path(os.environ.get("KAIYUAN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED = Path(os.environ.get("KAIYUAN_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 BENCH = SHARED / "benchmarks"
 needs_shared = pytest.mark.skipif(not (BENCH / "mmlu").is_dir(), reason="../shared/data not present")
 

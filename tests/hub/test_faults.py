@@ -24,8 +24,7 @@ from kaiyuan.cli import app, main
 from kaiyuan.hub.manifest import Parent
 from kaiyuan.hub.registry import KILL_POINTS, ArtifactWriter, Registry
 from kaiyuan.hub.verify import verify_home
-
-from .conftest import write_jsonl
+from tests.conftest import write_jsonl
 
 runner = CliRunner()
 SEEDS = (11, 23, 47, 90)

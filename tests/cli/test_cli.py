@@ -8,8 +8,7 @@ import sys
 from typer.testing import CliRunner
 
 from kaiyuan.cli import app
-
-from .conftest import write_jsonl
+from tests.conftest import write_jsonl
 
 ROWS = [{"messages": [{"role": "user", "content": f"Convert March {d}, 1999"},
                       {"role": "assistant", "content": f"1999-03-{d:02d}"}]} for d in range(1, 9)]

@@ -12,8 +12,7 @@ import pytest
 from kaiyuan.data import formats
 from kaiyuan.data.formats import DataError, Record, iter_json_objects, load_records, records_to_jsonl
 from kaiyuan.errors import KaiyuanError
-
-from .conftest import run_cli, write_jsonl
+from tests.conftest import run_cli, write_jsonl
 
 CANONICAL = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
 LINE = json.dumps(CANONICAL) + "\n"

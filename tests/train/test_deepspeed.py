@@ -20,8 +20,8 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from .conftest import write_jsonl
-from .test_distributed import ROWS
+from tests.conftest import write_jsonl
+from tests.train.test_distributed import ROWS
 
 pytest.importorskip("deepspeed", reason="--deepspeed needs the deepspeed package (pip install deepspeed)")
 

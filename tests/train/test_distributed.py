@@ -8,7 +8,7 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from .conftest import write_jsonl
+from tests.conftest import write_jsonl
 
 ROWS = [{"messages": [{"role": "user", "content": f"Convert May {d}, 19{d + 20}"},
                       {"role": "assistant", "content": f"19{d + 20}-05-{d:02d}"}]} for d in range(1, 17)]

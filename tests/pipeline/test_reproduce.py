@@ -14,8 +14,7 @@ from kaiyuan.data.synthetic import SyntheticConfig, run_synthetic
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.pipeline.reproduce import CANNOT, DIFFERS, IDENTICAL, INPUT, reproduce
 from kaiyuan.train.sft import SFTConfig, run_sft
-
-from .conftest import write_jsonl
+from tests.conftest import write_jsonl
 
 
 def test_tiny_pipeline_reproduces_identically_and_a_tampered_file_is_named(home, tmp_path):

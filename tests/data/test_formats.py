@@ -6,8 +6,7 @@ import sys
 import pytest
 
 from kaiyuan.data.formats import DataError, load_records, records_to_jsonl
-
-from .conftest import write_jsonl
+from tests.conftest import write_jsonl
 
 CANONICAL = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
 

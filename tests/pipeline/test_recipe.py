@@ -71,7 +71,7 @@ def test_recipe_errors_are_found_before_anything_runs(home, change, message):
 def test_shipped_recipes_are_valid(home):
     from pathlib import Path
 
-    for path in sorted(Path(__file__).parent.parent.joinpath("recipes").glob("*.yaml")):
+    for path in sorted(Path(__file__).parents[2].joinpath("recipes").glob("*.yaml")):
         result = CliRunner().invoke(app, ["run", str(path), "--check"])
         assert result.exit_code == 0, result.output
         assert "stages OK" in result.stdout
