@@ -39,6 +39,7 @@ bench: install
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/bandit -q -c pyproject.toml -r src
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -44,6 +44,27 @@ def _type_ok(hint: Any, value: Any) -> bool:
     return False
 
 
+def _choices(hint: Any) -> tuple[Any, ...] | None:
+    """The allowed values of a ``Literal`` (or ``Literal | None``) field, else None."""
+    if get_origin(hint) is Literal:
+        return get_args(hint)
+    if get_origin(hint) in (types.UnionType, typing.Union):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        if len(args) == 1 and get_origin(args[0]) is Literal:
+            return get_args(args[0])
+    return None
+
+
+def _expected(hint: Any, value: Any) -> str:
+    """What a field takes, in the user's terms: ``expected one of 'lora', 'dora'; got 'lorra'; did you mean
+    'lora'?`` for a ``Literal``, else ``expected int | None, got 'all'``."""
+    choices = _choices(hint)
+    if choices is None:
+        return f"expected {hint}, got {value!r}"
+    return (f"expected one of {', '.join(map(repr, choices))}; got {value!r}"
+            + (did_you_mean(value, choices) if isinstance(value, str) else ""))
+
+
 def config_problems(cls: type, values: Any, source: str = "config") -> list[str]:
     """Every problem with ``values`` as a ``cls`` (unknown keys, with a "did you mean", wrong types, missing
     required keys), each ``SOURCE: ...``; empty when ``cls(**values)`` is fine."""
@@ -66,7 +87,7 @@ def config_problems(cls: type, values: Any, source: str = "config") -> list[str]
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
         if name in fields and not _type_ok(hints[name], value):
-            problems.append(f"{source}: {name}: expected {hints[name]}, got {value!r}")
+            problems.append(f"{source}: {name}: {_expected(hints[name], value)}")
     missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:

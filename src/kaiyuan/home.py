@@ -16,8 +16,9 @@ def kaiyuan_home() -> Path:
     return home
 
 
-def artifacts_dir() -> Path:
-    path = kaiyuan_home() / "artifacts"
+def artifacts_dir(home: Path | None = None) -> Path:
+    """``<home>/artifacts`` (created); ``home`` defaults to :func:`kaiyuan_home`."""
+    path = (home if home is not None else kaiyuan_home()) / "artifacts"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -28,13 +29,13 @@ def cache_dir() -> Path:
     return path
 
 
-def registry_path() -> Path:
-    return kaiyuan_home() / "registry.sqlite"
+def registry_path(home: Path | None = None) -> Path:
+    return (home if home is not None else kaiyuan_home()) / "registry.sqlite"
 
 
-def quarantine_dir() -> Path:
+def quarantine_dir(home: Path | None = None) -> Path:
     """Where ``kaiyuan verify --repair`` moves artifacts whose files no longer match their manifest (never deleted)."""
-    path = kaiyuan_home() / "quarantine"
+    path = (home if home is not None else kaiyuan_home()) / "quarantine"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

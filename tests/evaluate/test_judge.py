@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kaiyuan.errors import KaiyuanError
+from kaiyuan.evaluate.battles import run_battles
 from kaiyuan.evaluate.judge import (
     JudgeConfig,
     Question,
@@ -19,7 +20,6 @@ from kaiyuan.evaluate.judge import (
     load_questions,
     parse_rating,
     parse_verdict,
-    run_battles,
     run_judge,
 )
 from tests.conftest import write_jsonl

@@ -11,8 +11,9 @@ from markdown_it import MarkdownIt
 from typer.testing import CliRunner
 
 from kaiyuan.errors import KaiyuanError
-from kaiyuan.hub.card import code_block, hub_license, md, write_cards
+from kaiyuan.hub.card import hub_license, write_cards
 from kaiyuan.hub.manifest import Parent, hash_tree
+from kaiyuan.hub.markdown import code_block, md
 from kaiyuan.hub.openness import CARD_FILE, CARD_KIND, DOCUMENTED, card_of
 from kaiyuan.hub.registry import ArtifactWriter, Registry
 

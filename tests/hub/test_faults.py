@@ -273,7 +273,7 @@ def small_disk(tmp_path, monkeypatch):
 def fill(disk, leave=0):
     """Fill the disk, then free ``leave`` bytes."""
     filler = disk / f"filler-{time.monotonic_ns()}.bin"
-    with open(filler, "wb") as handle:
+    with open(filler, "wb", buffering=0) as handle:  # unbuffered: nothing left to flush when the disk is full
         try:
             while True:
                 handle.write(b"\0" * 65536)

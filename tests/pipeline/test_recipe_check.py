@@ -12,7 +12,8 @@ from kaiyuan.errors import KaiyuanError
 from kaiyuan.pipeline.recipe import RecipeError, load_recipe, plan, run_recipe
 from tests.conftest import run_cli
 
-STAGES = ("synthetic, near_misses, pretrain, sft, dpo, kto, orpo, simpo, reward, ppo, grpo, eval, benchmark, judge, export")
+STAGES = ("synthetic, near_misses, pretrain, sft, dpo, kto, orpo, simpo, reward, ppo, grpo, eval, benchmark, judge, "
+          "export")
 
 
 def recipe(*stages, **top):

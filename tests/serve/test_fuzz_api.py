@@ -18,9 +18,9 @@ def _app():
 
     os.environ["KAIYUAN_HOME"] = tempfile.mkdtemp(prefix="kaiyuan-fuzz-")
     from kaiyuan.models import resolve_model
-    from kaiyuan.serve.app import create_app
     from kaiyuan.serve.engines.transformers_engine import TransformersEngine
     from kaiyuan.serve.operations import ServerLimits, with_operations
+    from kaiyuan.serve.routes import create_app
 
     engine = TransformersEngine.from_reference(resolve_model("tiny-llama").id, "tiny", max_batch_size=4)
     engine.context_length = 96  # short replies keep each case quick; longer requests get the 400 they deserve

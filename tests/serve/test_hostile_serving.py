@@ -15,11 +15,12 @@ import openai
 import pytest
 import torch
 
-from kaiyuan.serve.app import create_app, hash_api_key
 from kaiyuan.serve.engines.base import Generation, SamplingParams, StreamEvent
 from kaiyuan.serve.engines.transformers_batching import BatchRequest, sample
 from kaiyuan.serve.engines.transformers_engine import TransformersEngine
+from kaiyuan.serve.guard import hash_api_key
 from kaiyuan.serve.operations import ServerLimits, with_operations
+from kaiyuan.serve.routes import create_app
 from kaiyuan.serve.server import BackgroundServer
 
 MESSAGES = [{"role": "user", "content": "Convert March 3, 1999"}]
@@ -547,7 +548,7 @@ def test_a_crashed_batching_thread_fails_its_requests_and_the_next_one_works(eng
 
 FATAL_SERVER = """
 import sys, threading, time
-from kaiyuan.serve.app import create_app
+from kaiyuan.serve.routes import create_app
 from kaiyuan.serve.server import run_until_signalled
 class Dying:
     model_id, context_length, fatal = "dying", 64, False

@@ -165,7 +165,7 @@ def test_abandoned_stream_stops_decoding(engine):
 def test_openai_api_over_llamacpp(engine):
     import openai
 
-    from kaiyuan.serve.app import create_app
+    from kaiyuan.serve.routes import create_app
     from kaiyuan.serve.server import BackgroundServer
 
     with BackgroundServer(create_app({"smol": engine})) as server:
@@ -317,7 +317,7 @@ def test_tools_are_rendered_as_the_transformers_engine_does(engine):
 def test_openai_api_tools_logprobs_and_response_format(engine):
     import openai
 
-    from kaiyuan.serve.app import create_app
+    from kaiyuan.serve.routes import create_app
     from kaiyuan.serve.server import BackgroundServer
 
     with BackgroundServer(create_app({"smol": engine})) as server:

@@ -2,9 +2,10 @@ import httpx
 import openai
 import pytest
 
-from kaiyuan.serve.app import create_app, hash_api_key
 from kaiyuan.serve.engines.chat_messages import StopTrimmer
 from kaiyuan.serve.engines.transformers_engine import TransformersEngine
+from kaiyuan.serve.guard import hash_api_key
+from kaiyuan.serve.routes import create_app
 from kaiyuan.serve.server import BackgroundServer
 
 MESSAGES = [{"role": "user", "content": "Convert March 3, 1999"}]

@@ -10,9 +10,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kaiyuan.serve.app import create_app
 from kaiyuan.serve.engines.base import SamplingParams
 from kaiyuan.serve.engines.transformers_engine import TransformersEngine
+from kaiyuan.serve.routes import create_app
 from kaiyuan.serve.server import BackgroundServer
 
 MESSAGES = [{"role": "user", "content": "Convert March 3, 1999"}]

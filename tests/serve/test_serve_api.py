@@ -15,11 +15,11 @@ import pytest
 import torch
 from pydantic import BaseModel, Field
 
-from kaiyuan.serve.app import create_app
 from kaiyuan.serve.engines.base import SamplingParams
 from kaiyuan.serve.engines.json_constraint import advance, compile_schema, finished, initial_state, residual
 from kaiyuan.serve.engines.transformers_engine import TransformersEngine, Vocabulary
 from kaiyuan.serve.protocol import parse_tool_calls
+from kaiyuan.serve.routes import create_app
 from kaiyuan.serve.server import BackgroundServer
 
 MESSAGES = [{"role": "user", "content": "Convert March 3, 1999"}]

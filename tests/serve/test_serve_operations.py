@@ -35,8 +35,9 @@ class BlockingEngine:
 
 
 def serve(engine, **limits):
-    from kaiyuan.serve.app import create_app, hash_api_key
+    from kaiyuan.serve.guard import hash_api_key
     from kaiyuan.serve.operations import ServerLimits, with_operations
+    from kaiyuan.serve.routes import create_app
     from kaiyuan.serve.server import BackgroundServer
 
     app = with_operations(create_app({"blocking": engine}, [hash_api_key("secret")]), ServerLimits(**limits))

@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,15 +16,19 @@ ROWS = [{"messages": [{"role": "user", "content": f"Convert March {d}, 19{d + 10
                       {"role": "assistant", "content": f"19{d + 10}-03-{d:02d}"}]} for d in range(1, 17)]
 
 
-def kaiyuan(home, *args):
-    env = {**os.environ, "KAIYUAN_HOME": str(home)}
-    kill_at = env.pop("KAIYUAN_KILL_AT_STEP_FOR_TEST", None)
-    if kill_at:
-        env["KAIYUAN_KILL_AT_STEP"] = kill_at
-    return subprocess.run([sys.executable, "-m", "kaiyuan.cli", *args], capture_output=True, text=True, env=env)
+REPO = Path(__file__).resolve().parents[2]
 
 
-def test_sigkill_then_resume_is_bit_identical(tmp_path, monkeypatch):
+def kaiyuan(home, *args, kill_at_step=None):
+    """``kaiyuan ARGS`` in a subprocess; with ``kill_at_step=N`` it SIGKILLs itself when training step N begins
+    (:mod:`tests.kill_at_step`)."""
+    env = {**os.environ, "KAIYUAN_HOME": str(home),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    command = ["-m", "kaiyuan.cli"] if kill_at_step is None else ["-m", "tests.kill_at_step", str(kill_at_step)]
+    return subprocess.run([sys.executable, *command, *args], capture_output=True, text=True, env=env)
+
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path):
     data = write_jsonl(tmp_path / "train.jsonl", ROWS)
     args = ["train", "sft", "--model", "tiny-llama", "--data", str(data), "--max-steps", "6", "--batch-size", "4",
             "--checkpoint-steps", "2", "--learning-rate", "0.01", "--seed", "7", "--logging-steps", "1",
@@ -33,9 +38,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, monkeypatch):
     assert whole.returncode == 0, whole.stderr
     expected = json.loads(whole.stdout)
 
-    monkeypatch.setenv("KAIYUAN_KILL_AT_STEP_FOR_TEST", "3")
-    killed = kaiyuan(tmp_path / "b", *args)
-    monkeypatch.delenv("KAIYUAN_KILL_AT_STEP_FOR_TEST")
+    killed = kaiyuan(tmp_path / "b", *args, kill_at_step=3)
     assert killed.returncode == -signal.SIGKILL
     runs = list((tmp_path / "b" / "runs").iterdir())
     assert [sorted(p.name for p in run.glob("checkpoint-*")) for run in runs] == [["checkpoint-2"]]

@@ -2,66 +2,61 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.table import Table
 
+from kaiyuan.cli.from_config import command_from_config
 from kaiyuan.cli.output import console, library_chatter_to_stderr, print_json
 from kaiyuan.errors import KaiyuanError
-from kaiyuan.evaluate.generation import ExactMatchConfig, run_exact_match
-from kaiyuan.evaluate.harness import BenchmarkConfig, plot_comparison, run_benchmark
-from kaiyuan.evaluate.judge import JudgeConfig, run_battles, run_judge
+from kaiyuan.evaluate.battles import run_battles
+from kaiyuan.evaluate.config import (
+    EvalConfig,
+    RatingsConfig,
+    benchmark_configs,
+    check_eval_config,
+    exact_match_configs,
+)
+from kaiyuan.evaluate.generation import run_exact_match
+from kaiyuan.evaluate.harness import plot_comparison, run_benchmark
+from kaiyuan.evaluate.judge import BattleConfig, JudgeConfig, run_judge
+
+EVAL_HELP = ("Score models on a benchmark the way lm-evaluation-harness does (acc, acc_norm, exact match, "
+             "perplexity), or exact match on held-out conversations (--data). Results are registered eval "
+             "artifacts.")
+JUDGE_HELP = ("Grade models' answers with an LLM judge (MT-bench rules: 1–10 ratings, or pairwise in both "
+              "orders).")
+BATTLE_HELP = "Anonymous pairwise battles decided by a judge model; stored for ratings."
+RATINGS_HELP = ("Bradley–Terry ratings (base 10, scale 400, mean 1000) with bootstrap 95% intervals, rank and "
+                "online Elo.\n\nRank = 1 + the number of models whose lower bound is above this model's upper "
+                "bound.")
 
 
-def evaluate(
-    models: Annotated[list[str], typer.Argument(help="Model(s): registry id/name, local dir, .gguf, hub id (or the "
-                                                     "model name served at --base-url). Several → a comparison.")],
-    task: Annotated[str | None, typer.Option(help="Benchmark: mmlu, ceval, cmmlu, gsm8k, piqa, lambada, or a task "
-                                                  ".yaml (lm-evaluation-harness format).")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Directory with the benchmark's published files.")] = None,
-    split: Annotated[str | None, typer.Option(help="Split to score (default: the task's test split).")] = None,
-    shots: Annotated[int | None, typer.Option(help="Few-shot examples (default: the task's).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of random few-shot sampling.")] = 1234,
-    predictions: Annotated[Path | None, typer.Option(help="Write per-question predictions here (JSONL; with "
-                                                          "several models: one file per model).")] = None,
-    engine: Annotated[str, typer.Option(help="auto | transformers | llamacpp | openai.")] = "auto",
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (generation tasks).")] = None,
-    api_key: Annotated[str | None, typer.Option(help="API key of --base-url.")] = None,
-    png: Annotated[Path | None, typer.Option(help="Bar chart comparing the models (default with several models: "
-                                                  "eval-<task>.png).")] = None,
-    cache: Annotated[bool, typer.Option(help="Reuse cached request results of the same model.")] = True,
-    data: Annotated[str | None, typer.Option(help="Instead of a benchmark: exact match on held-out conversations "
-                                                  "(registered dataset or JSON/JSONL).")] = None,
-    answer_pattern: Annotated[str | None, typer.Option(help="With --data: regex whose first match is the answer.")]
-    = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N questions (of each subject).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Sequences per forward pass.")] = 32,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Longest generation (default 256; --data: 32).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
-) -> None:
-    """Score models on a benchmark the way lm-evaluation-harness does (acc, acc_norm, exact match, perplexity),
-    or exact match on held-out conversations (--data). Results are registered eval artifacts."""
-    if (task is None) == (data is None):
-        raise KaiyuanError("give either --task (a benchmark) or --data (held-out conversations)")
-    if data is not None:
-        _exact_match_command(models, data, answer_pattern, limit, batch_size, max_new_tokens or 32, json_output)
+def _config_command(cls: type, run: Callable[[Any, bool], None], help: str) -> Callable[..., None]:
+    """The typer command :func:`command_from_config` builds for ``cls``, to register under any name."""
+    holder = typer.Typer()
+    command_from_config(holder, "command", cls, run, help=help)
+    callback = holder.registered_commands[0].callback
+    assert callback is not None
+    return callback
+
+
+def evaluate(cfg: EvalConfig, json_output: bool) -> None:
+    """``kaiyuan eval``: a benchmark (--task) or exact match on held-out conversations (--data), per model."""
+    check_eval_config(cfg)
+    if cfg.data is not None:
+        _exact_match_command(cfg, json_output)
         return
 
     results = []
-    for model in models:
-        target = predictions
-        if predictions is not None and len(models) > 1:
-            target = predictions.with_name(f"{predictions.stem}-{Path(model).name}{predictions.suffix}")
-        cfg = BenchmarkConfig(model=model, task=task, data_dir=str(data_dir) if data_dir else None, split=split,
-                              shots=shots, seed=seed, limit=limit, batch_size=batch_size,
-                              max_new_tokens=max_new_tokens or 256, engine=engine,  # type: ignore[arg-type]
-                              base_url=base_url, api_key=api_key, predictions=str(target) if target else None,
-                              cache=cache)
+    for benchmark in benchmark_configs(cfg):
         with library_chatter_to_stderr():
-            results.append(run_benchmark(cfg))
+            results.append(run_benchmark(benchmark))
     chart = None
+    png = Path(cfg.png) if cfg.png is not None else None
     if png is not None or len(results) > 1:
         chart = plot_comparison(results, next(iter(results[0].metrics)), png or Path(f"eval-{results[0].task}.png"))
     if json_output:
@@ -93,14 +88,11 @@ def _print_benchmark(result: Any) -> None:
         console.print(f"eval artifact {result.artifact.id}")
 
 
-def _exact_match_command(models: list[str], data: str, answer_pattern: str | None, limit: int | None,
-                         batch_size: int, max_new_tokens: int, json_output: bool) -> None:
-
-    for model in models:
+def _exact_match_command(cfg: EvalConfig, json_output: bool) -> None:
+    for exact_match in exact_match_configs(cfg):
+        model = exact_match.model
         with library_chatter_to_stderr():
-            result = run_exact_match(ExactMatchConfig(model=model, data=data, answer_pattern=answer_pattern,
-                                                      limit=limit, batch_size=batch_size,
-                                                      max_new_tokens=max_new_tokens))
+            result = run_exact_match(exact_match)
         if json_output:
             print_json(result.summary())
         else:
@@ -120,36 +112,8 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 
-def judge_command(
-    questions: Annotated[Path, typer.Option(help="Questions in MT-bench question.jsonl format "
-                                                 "(question_id, category, turns[, reference]).")],
-    judge: Annotated[str, typer.Option(help="Judge: a local model, or an OpenAI-compatible http(s):// URL.")],
-    models: Annotated[list[str] | None, typer.Argument(
-        help="Models to judge: registry id/name, dir, .gguf, hub id, tiny-llama, URL#MODEL, or a model_id in "
-             "the --answers files (default: every model in them).")] = None,
-    judge_model: Annotated[str | None, typer.Option(help="Model name at the judge endpoint.")] = None,
-    mode: Annotated[str, typer.Option(help="single: rate each answer 1-10; pairwise: compare models "
-                                           "(both orders; disagreement = tie).")] = "single",
-    answers: Annotated[list[Path] | None, typer.Option(
-        help="FastChat answer file (question_id, model_id, choices[{index, turns}]); repeatable.")] = None,
-    prompts: Annotated[Path | None, typer.Option(
-        help="Judge prompts in FastChat judge_prompts.jsonl format (default: kaiyuan's own).")] = None,
-    baseline: Annotated[str | None, typer.Option(help="Pairwise: compare each model with this one only.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N questions.")] = None,
-    first_turn_only: Annotated[bool, typer.Option(help="Judge only the first turn of each question.")] = False,
-    max_tokens: Annotated[int, typer.Option(help="Longest generated answer (tokens).")] = 1024,
-    judge_max_tokens: Annotated[int, typer.Option(help="Longest judge reply (tokens).")] = 2048,
-    api_key: Annotated[str | None, typer.Option(help="API key of http(s) endpoints (default: "
-                                                     "$KAIYUAN_JUDGE_API_KEY or $OPENAI_API_KEY).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
-) -> None:
+def _judge(cfg: JudgeConfig, json_output: bool) -> None:
     """MT-bench-style LLM judge: single-answer grades (1-10) or pairwise verdicts; registers an eval artifact."""
-
-    cfg = JudgeConfig(models=list(models or []), questions=str(questions), judge=judge, judge_model=judge_model,
-                      mode=mode, answers=[str(a) for a in answers or []],  # type: ignore[arg-type]
-                      prompts=str(prompts) if prompts else None, baseline=baseline, limit=limit,
-                      first_turn_only=first_turn_only, max_tokens=max_tokens, judge_max_tokens=judge_max_tokens,
-                      api_key=api_key)
     with library_chatter_to_stderr():
         result = run_judge(cfg)
     if json_output:
@@ -188,33 +152,13 @@ def judge_command(
                   f"eval artifact [bold]{result.artifact.id}[/] ({result.artifact.path / 'judgments.jsonl'})")
 
 
-def battle_command(
-    models: Annotated[list[str], typer.Argument(
-        help="Two or more models: registry id/name, dir, .gguf, hub id, tiny-llama, or URL#MODEL.")],
-    prompts: Annotated[Path, typer.Option(help="Prompts: MT-bench question.jsonl, {\"prompt\": ...} JSON lines, "
-                                               "or a .txt file with one prompt per line.")],
-    judge: Annotated[str, typer.Option(help="Judge: a local model, or an OpenAI-compatible http(s):// URL.")],
-    judge_model: Annotated[str | None, typer.Option(help="Model name at the judge endpoint.")] = None,
-    pairs: Annotated[int | None, typer.Option("--pairs", "--rounds", help="Random model pairs per prompt "
-                                                                         "(default: all pairs).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for choosing pairs and their order.")] = 0,
-    max_tokens: Annotated[int, typer.Option(help="Longest generated answer (tokens).")] = 512,
-    judge_max_tokens: Annotated[int, typer.Option(help="Longest judge reply (tokens).")] = 2048,
-    judge_prompts: Annotated[Path | None, typer.Option(
-        help="Judge prompts in FastChat judge_prompts.jsonl format (default: kaiyuan's own).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Also write the battles as FastChat battle JSON lines.")] = None,
-    store: Annotated[bool, typer.Option(help="Store the battles in $KAIYUAN_HOME/arena.sqlite.")] = True,
-    api_key: Annotated[str | None, typer.Option(help="API key of http(s) endpoints (default: "
-                                                     "$KAIYUAN_JUDGE_API_KEY or $OPENAI_API_KEY).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
-) -> None:
+def _battle(cfg: BattleConfig, json_output: bool) -> None:
     """Anonymous battles judged by an LLM (both answer orders); stored for `kaiyuan arena` ratings."""
-
     with library_chatter_to_stderr():
-        result = run_battles(list(models), str(prompts), judge, pairs_per_prompt=pairs, seed=seed,
-                             max_tokens=max_tokens, judge_max_tokens=judge_max_tokens, judge_model=judge_model,
-                             judge_prompts=str(judge_prompts) if judge_prompts else None, api_key=api_key,
-                             out=out, store=store)
+        result = run_battles(list(cfg.models), cfg.prompts, cfg.judge, pairs_per_prompt=cfg.pairs, seed=cfg.seed,
+                             max_tokens=cfg.max_tokens, judge_max_tokens=cfg.judge_max_tokens,
+                             judge_model=cfg.judge_model, judge_prompts=cfg.judge_prompts, api_key=cfg.api_key,
+                             out=cfg.out, store=cfg.store)
     summary = result.summary()
     if json_output:
         print_json(summary)
@@ -244,20 +188,8 @@ def _arena() -> None:
     """Pairwise battles between models and their Bradley–Terry (Chatbot Arena) ratings."""
 
 
-@arena_app.command("ratings")
-def ratings(
-    battles: Annotated[Path | None, typer.Option("--battles", help="FastChat battle log: JSON array "
-                                                 "(clean_battle_*.json) or JSONL with model_a, model_b, winner. "
-                                                 "Default: the battles stored in KAIYUAN_HOME/arena.sqlite.")]
-    = None,
-    rounds: Annotated[int, typer.Option(help="Bootstrap rounds for the 95% intervals.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap resampling.")] = 0,
-    png: Annotated[Path | None, typer.Option(help="Also write a PNG of the ratings with their intervals.")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Bradley–Terry ratings (base 10, scale 400, mean 1000) with bootstrap 95% intervals, rank and online Elo.
-
-    Rank = 1 + the number of models whose lower bound is above this model's upper bound."""
+def ratings(cfg: RatingsConfig, json_output: bool) -> None:
+    """Bradley–Terry ratings with bootstrap 95% intervals, rank and online Elo (see RATINGS_HELP)."""
     from kaiyuan.evaluate.arena import (
         arena_store_path,
         leaderboard,
@@ -266,6 +198,9 @@ def ratings(
         read_battles,
     )
 
+    battles = Path(cfg.battles) if cfg.battles is not None else None
+    png = Path(cfg.png) if cfg.png is not None else None
+    rounds, seed = cfg.rounds, cfg.seed
     if rounds < 1:
         raise KaiyuanError(f"--rounds: expected at least 1, got {rounds}")
     skipped_self = 0
@@ -303,10 +238,15 @@ def ratings(
     console.print("; ".join(notes), markup=False, highlight=False)
 
 
+command_from_config(arena_app, "ratings", RatingsConfig, ratings, help=RATINGS_HELP)
+
+# the commands as functions, to register on another app (tests)
+judge_command = _config_command(JudgeConfig, _judge, JUDGE_HELP)
+battle_command = _config_command(BattleConfig, _battle, BATTLE_HELP)
+
+
 def register(app: typer.Typer) -> None:
-    app.command("eval")(evaluate)
-    app.command("judge", help="Grade models' answers with an LLM judge (MT-bench rules: 1–10 ratings, or "
-                              "pairwise in both orders).")(judge_command)
-    arena_app.command("battle", help="Anonymous pairwise battles decided by a judge model; stored for ratings.")(
-        battle_command)
+    command_from_config(app, "eval", EvalConfig, evaluate, help=EVAL_HELP)
+    command_from_config(app, "judge", JudgeConfig, _judge, help=JUDGE_HELP)
+    command_from_config(arena_app, "battle", BattleConfig, _battle, help=BATTLE_HELP)
     app.add_typer(arena_app, name="arena")

@@ -3,37 +3,36 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from dataclasses import dataclass, field
 
 import typer
 from rich.console import Console
 
+from kaiyuan.cli.from_config import command_from_config
 from kaiyuan.cli.output import library_chatter_to_stderr, print_json, results
 from kaiyuan.export.export import ExportConfig, describe_checks, run_export
 
+HELP = ("Export a model or adapter: merged safetensors, a GGUF file for llama.cpp, or an Ollama model. Checks run "
+        "inside the export (merge logit difference, greedy equality, perplexity drift) and are registered with it.")
 
-def _field_help(name: str) -> str:
-    return next(f.metadata["help"] for f in dataclasses.fields(ExportConfig) if f.name == name)
+
+def _metadata(name: str) -> dict[str, object]:
+    return dict(next(f.metadata for f in dataclasses.fields(ExportConfig) if f.name == name))
 
 
-def export_command(
-    model: Annotated[str, typer.Argument(help=_field_help("model"), show_default=False)],
-    to: Annotated[str, typer.Option("--to", help=_field_help("to"), show_default=False)],
-    quant: Annotated[str, typer.Option(help=_field_help("quant"))] = "f16",
-    name: Annotated[str | None, typer.Option(help=_field_help("name"))] = None,
-    converter: Annotated[str | None, typer.Option(help=_field_help("converter"))] = None,
-    template: Annotated[str | None, typer.Option(help=_field_help("template"))] = None,
-    tolerance: Annotated[float | None, typer.Option(help=_field_help("tolerance"))] = None,
-    greedy_tokens: Annotated[int, typer.Option(help=_field_help("greedy_tokens"))] = 16,
-    perplexity_text: Annotated[str | None, typer.Option(help=_field_help("perplexity_text"))] = None,
-    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help=_field_help("allow_mismatch"))] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
-) -> None:
+@dataclass
+class ExportOptions(ExportConfig):
+    """:class:`ExportConfig` as the command's flags, with ``to`` and ``quant`` plain strings here so that
+    :func:`run_export` names the choices of a wrong one (``unknown export target 'onnx': choose …``)."""
+
+    to: str = field(metadata=_metadata("to"))  # type: ignore[assignment]
+    quant: str = field(default="f16", metadata=_metadata("quant"))  # type: ignore[assignment]
+
+
+def export_command(options: ExportOptions, json_output: bool) -> None:
     """Export a model or adapter: merged safetensors, a GGUF file for llama.cpp, or an Ollama model. Checks run
     inside the export (merge logit difference, greedy equality, perplexity drift) and are registered with it."""
-    cfg = ExportConfig(model=model, to=to, quant=quant, name=name, converter=converter,  # type: ignore[arg-type]
-                       template=template, tolerance=tolerance, greedy_tokens=greedy_tokens,
-                       perplexity_text=perplexity_text, allow_mismatch=allow_mismatch)
+    cfg = ExportConfig(**dataclasses.asdict(options))
     with library_chatter_to_stderr():
         result = run_export(cfg)
     summary = result.summary()
@@ -52,4 +51,4 @@ def export_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("export")(export_command)
+    command_from_config(app, "export", ExportOptions, export_command, help=HELP)

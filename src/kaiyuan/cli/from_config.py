@@ -2,7 +2,8 @@
 
 ``command_from_config(app, "sft", SFTConfig, run)`` adds a typer command whose options are the
 dataclass fields (with their help text), plus ``--config FILE.yaml`` (keys = field names; flags given
-on the command line win) and ``--json``. A field with ``metadata={"argument": True}`` is a positional
+on the command line win), ``--json`` and ``--print-config`` (the full config as YAML for ``--config``; runs
+nothing). A field with ``metadata={"argument": True}`` is a positional
 argument; ``metadata={"flags": ("--to",)}`` names its flags.
 """
 
@@ -18,7 +19,9 @@ from typing import Any, Literal, get_args, get_origin
 
 import typer
 import yaml
+from rich.markup import escape
 
+from kaiyuan.cli.output import results
 from kaiyuan.config import load_config
 from kaiyuan.errors import KaiyuanError
 
@@ -34,12 +37,53 @@ def _option_type(annotation: Any) -> Any:
 
 
 
+def _field_default(f: dataclasses.Field) -> Any:
+    """A field's default value (a fresh one for ``default_factory``), or ``dataclasses.MISSING`` if required."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
 def _default_text(f: dataclasses.Field) -> str:
-    if f.default is not dataclasses.MISSING and f.default is not None:
-        return f" [default: {f.default}]"
-    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-        return " [required]"
-    return ""
+    default = _field_default(f)
+    if default is dataclasses.MISSING:
+        return "" if f.metadata.get("argument") else " [required]"  # typer marks a required argument itself
+    if default is None or default == [] or default == {}:
+        return ""
+    if isinstance(default, bool):
+        if f.metadata.get("flags"):  # a plain switch (--ray): off unless given
+            return " [default: on]" if default else ""
+        return f" [default: {'--' if default else '--no-'}{f.name.replace('_', '-')}]"
+    return f" [default: {default}]"
+
+
+def _yaml_value(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_yaml_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _yaml_value(v) for k, v in value.items()}
+    return value
+
+
+def config_yaml(cls: type, values: dict[str, Any]) -> str:
+    """The full config of ``cls`` as YAML for ``--config``: ``values`` where given, else each field's default; a
+    required field that is not given is ``null`` with a ``# required`` comment. Each key has its help as a comment."""
+    lines = [f"# {cls.__name__}: pass this file with --config (flags given on the command line win)"]
+    for f in dataclasses.fields(cls):
+        help_text = " ".join(str(f.metadata.get("help", "")).split())
+        if help_text:
+            lines.append(f"# {help_text}")
+        value = values[f.name] if f.name in values else _field_default(f)
+        if value is dataclasses.MISSING:
+            lines.append(f"{f.name}: null  # required")
+            continue
+        dumped = yaml.safe_dump(_yaml_value(value), default_flow_style=True, allow_unicode=True, width=1_000_000)
+        lines.append(f"{f.name}: {dumped.rstrip().removesuffix('...').rstrip()}")
+    return "\n".join(lines) + "\n"
 
 
 def config_parameters(cls: type) -> list[inspect.Parameter]:
@@ -54,7 +98,7 @@ def config_parameters(cls: type) -> list[inspect.Parameter]:
             extra = f" [{'|'.join(map(str, get_args(annotation)))}]"
         extra += _default_text(f)
         option_type = _option_type(annotation)
-        help_text = f.metadata.get("help", "") + extra
+        help_text = escape(f.metadata.get("help", "") + extra)  # typer reads help as rich markup: keep [default: …]
         if f.metadata.get("argument"):
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             default: Any = typer.Argument(... if required else None, help=help_text, show_default=False)
@@ -90,6 +134,11 @@ def command_from_config(app: typer.Typer, name: str, cls: type, run: Callable[[A
                                     default=typer.Option(None, "--config", help="YAML file with these keys.")))
     params.append(inspect.Parameter("json_output", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                                     default=typer.Option(False, "--json", help="Print a JSON summary.")))
+    params.append(inspect.Parameter("print_config", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                    default=typer.Option(False, "--print-config",
+                                                         help="Print the full config (defaults, --config file and "
+                                                              "flags merged) as YAML for --config, and exit without "
+                                                              "running anything.")))
     hints = typing.get_type_hints(cls)
     list_fields = {f.name for f in dataclasses.fields(cls) if get_origin(_option_type(hints[f.name])) is list}
 
@@ -97,10 +146,15 @@ def command_from_config(app: typer.Typer, name: str, cls: type, run: Callable[[A
         values: dict[str, Any] = {}
         config_file = kwargs.pop("config")
         json_output = kwargs.pop("json_output")
+        print_config = kwargs.pop("print_config")
         if config_file is not None:
             values.update(read_config_file(config_file))
         values.update({k: list(v) if k in list_fields else v for k, v in kwargs.items()
                        if v is not None and not (k in list_fields and not v)})
+        if print_config:
+            results.write(config_yaml(cls, values))
+            results.flush()
+            return
         cfg = load_config(cls, values, str(config_file or "options"))
         run(cfg, json_output)
 

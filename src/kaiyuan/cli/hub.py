@@ -12,10 +12,14 @@ from rich.table import Table
 from rich.text import Text
 
 from kaiyuan.cli.output import console, echo, err_console, library_chatter_to_stderr, print_json
+from kaiyuan.config import did_you_mean
+from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.card import write_cards
 from kaiyuan.hub.licenses import LicenseReport, license_report
+from kaiyuan.hub.manifest import KINDS
 from kaiyuan.hub.openness import OpennessReport, openness_report
 from kaiyuan.hub.registry import Registry, human_size
+from kaiyuan.hub.storage import collect_garbage, disk_usage, remove_artifacts, tree_size
 from kaiyuan.hub.verify import VerifyReport, verify_home
 from kaiyuan.models import create_tiny_llama
 from kaiyuan.pipeline.reproduce import ArtifactReport, reproduce
@@ -23,23 +27,40 @@ from kaiyuan.pipeline.reproduce import ArtifactReport, reproduce
 models_app = typer.Typer(help="Models and artifacts in the registry.", no_args_is_help=True)
 
 
+def id_column(table: Table, header: str, ids: list[str]) -> None:
+    """A column of artifact ids: never wrapped or cut, so each id can be copied from one line at any width."""
+    table.add_column(header, no_wrap=True, overflow="ignore", min_width=max([len(header), *map(len, ids)]))
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise KaiyuanError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}{did_you_mean(kind, KINDS)}")
+
+
 @models_app.command("list")
 def models_list(
-    kind: Annotated[str | None, typer.Option(help="Only this kind: model|adapter|dataset|eval|export.")] = None,
+    kind: Annotated[str | None, typer.Option(help=f"Only this kind: {'|'.join(KINDS)}.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Artifacts in the registry (models and adapters by default; --kind for others)."""
+    """Artifacts in the registry (models and adapters by default; --kind for others), with their size on disk."""
 
+    if kind is not None:
+        _check_kind(kind)
     registry = Registry()
     artifacts = registry.list(kind) if kind else [a for a in registry.list() if a.kind in ("model", "adapter")]
     if json_output:
         print_json([a.summary() for a in artifacts])
         return
     table = Table(title=f"registry {registry.path}")
-    for column in ("id", "kind", "name", "license", "created"):
-        table.add_column(column, no_wrap=column != "name", overflow="fold")
+    id_column(table, "id", [a.id for a in artifacts])
+    table.add_column("kind", no_wrap=True)
+    table.add_column("name", overflow="fold")
+    table.add_column("license", overflow="fold")
+    table.add_column("size", no_wrap=True, justify="right")
+    table.add_column("created", overflow="fold")
     for a in artifacts:
-        table.add_row(a.id, a.kind, a.name, a.license, a.created_at.replace("T", " ")[:16])
+        table.add_row(a.id, a.kind, a.name, a.license, human_size(tree_size(a.path)),
+                      a.created_at.replace("T", " ")[:16])
     console.print(table)
 
 
@@ -56,11 +77,17 @@ def models_show(
     if json_output:
         print_json(info)
         return
-    console.print(f"[bold]{artifact.id}[/] {artifact.kind} {artifact.name!r}  license {artifact.license}")
-    console.print(f"path {artifact.path}\nsha256 {artifact.sha256}\nsource {artifact.manifest.get('source')}")
+    echo(f"{artifact.id} {artifact.kind} {artifact.name!r}  license {artifact.license}")
+    echo(f"path {artifact.path}\nsha256 {artifact.sha256}\nsource {artifact.manifest.get('source')}")
+    if not info["lineage"]:
+        echo("lineage: none (made from no registered artifact)")
+        return
     table = Table(title="lineage")
-    for column in ("depth", "relation", "id", "kind", "name", "license", "sha256"):
-        table.add_column(column)
+    table.add_column("depth", no_wrap=True)
+    table.add_column("relation", overflow="fold")
+    id_column(table, "id", [node["id"] for node in info["lineage"]])
+    for column in ("kind", "name", "license", "sha256"):
+        table.add_column(column, overflow="fold")
     for node in info["lineage"]:
         table.add_row(str(node["depth"]), node["relation"], node["id"], node["kind"] or "?", node["name"] or "?",
                       node["license"] or "?", (node["sha256"] or "?")[:16])
@@ -82,6 +109,72 @@ def models_create_tiny(
         console.print(f"{artifact.id} ({artifact.name}) at {artifact.path}")
 
 
+@models_app.command("du")
+def models_du(json_output: Annotated[bool, typer.Option("--json", help="Print JSON (bytes).")] = False) -> None:
+    """Disk use of KAIYUAN_HOME: registered artifacts by kind, training runs (runs/: checkpoints and the recipe
+    cache), cache/, quarantine/, staging folders, the registry, and the total."""
+
+    usage = disk_usage()
+    if json_output:
+        print_json(usage.to_dict())
+        return
+    table = Table(title=f"disk use of {usage.home}")
+    table.add_column("what", no_wrap=True)
+    table.add_column("count", justify="right", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    for kind, entry in usage.kinds.items():
+        table.add_row(kind, str(entry["count"]), human_size(entry["bytes"]))
+    for what, size in usage.other.items():
+        table.add_row(f"{what}/" if what in ("runs", "cache", "quarantine") else what, "", human_size(size))
+    table.add_row("[bold]total[/]", "", f"[bold]{human_size(usage.total)}[/]")
+    console.print(table)
+
+
+@models_app.command("rm")
+def models_rm(
+    refs: Annotated[list[str], typer.Argument(help="Artifacts to remove: registry ids, id prefixes or names.")],
+    force: Annotated[bool, typer.Option("--force", help="Remove even artifacts that other registered artifacts "
+                                                        "were made from (those are left without that parent).")]
+    = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Remove artifacts: their registry rows and folders (a folder registered from outside artifacts/ is only
+    un-registered). Refuses an artifact that other registered artifacts were made from, naming them, unless
+    --force."""
+
+    removed = remove_artifacts(refs, force=force)
+    if json_output:
+        print_json([r.to_dict() for r in removed])
+        return
+    for r in removed:
+        where = "" if r.deleted_folder else f"; its folder {r.path} (outside artifacts/) was left in place"
+        echo(f"removed {r.id} ({r.kind} {r.name!r}, {human_size(r.bytes)}){where}")
+        if r.orphaned:
+            echo(f"  now without their parent {r.id}: {', '.join(r.orphaned)}")
+
+
+@models_app.command("gc")
+def models_gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed, with sizes.")]
+    = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Free disk space: remove the run folders (runs/<stage>-<hash>: checkpoints) of finished runs whose artifact
+    is registered, staging leftovers of writers that died, recipe-cache entries of artifacts no longer registered
+    and temporary cache folders untouched for a day. Registered artifacts are never touched."""
+
+    items = collect_garbage(dry_run=dry_run)
+    if json_output:
+        print_json({"dry_run": dry_run, "removed" if not dry_run else "would_remove": [i.to_dict() for i in items],
+                    "bytes": sum(i.bytes for i in items)})
+        return
+    verb = "would remove" if dry_run else "removed"
+    for item in items:
+        echo(f"{verb} {item.path} ({human_size(item.bytes)}): {item.why}")
+    echo(f"{verb} {len(items)} item(s), {human_size(sum(i.bytes for i in items))}" if items
+         else "nothing to remove")
+
+
 
 
 VERDICT_STYLE = {"yes": "bold green", "no": "bold red", "risk": "bold yellow"}
@@ -90,33 +183,45 @@ LEVEL_STYLE = {"blocker": "red", "risk": "yellow", "flag": "cyan"}
 
 def license_command(
     model: Annotated[str, typer.Argument(help="Model (or any artifact): registry id, id prefix or name.")],
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="The full report: every input in the chain of "
+                                                                  "evidence, with its license terms.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Derive a model's license terms from its lineage: base models, adapters, merges, quantizations, datasets,
     reward / reference models and the models that generated its data. Evaluations and judges are not inputs.
-    An engineering reading of the recorded licenses, not legal advice."""
+    Prints the verdict, the risks (with the inputs that cause them) and the obligations; --verbose adds every
+    input. An engineering reading of the recorded licenses, not legal advice."""
     report = license_report(model)
     if json_output:
         print_json(report.to_dict())
         return
-    print_license_report(report, console)
+    print_license_report(report, console, verbose=verbose)
 
 
-def print_license_report(report: LicenseReport, console: Console) -> None:
+def _evidence_table(evidence: list[dict]) -> Table:
+    table = Table(title="inputs (the chain of evidence)")
+    table.add_column("role", overflow="fold")
+    id_column(table, "id", [item["id"] for item in evidence])
+    for column in ("path", "license", "commercial", "share-alike", "open"):
+        table.add_column(column, overflow="fold")
+    for item in evidence:
+        props = item["properties"] or {}
+        commercial = {True: "yes", False: "no", None: "?"}[props.get("commercial_use")]
+        table.add_row(item["role"] + (f" ({item['via']})" if item["role"] == "data" else ""), item["id"],
+                      Text(item["path_text"]), item["license"] or "missing", commercial,
+                      "yes" if props.get("share_alike") else "", "yes" if props.get("open_license") else "")
+    return table
+
+
+def print_license_report(report: LicenseReport, console: Console, verbose: bool = True) -> None:
     style = VERDICT_STYLE[report.verdict]
     console.print(Text.assemble((report.name, "bold"), f" ({report.model_id}, {report.kind})  license ",
                                 (report.license, "bold")))
     console.print(f"commercial use: [{style}]{report.verdict}[/]", highlight=False)
-    table = Table(title="inputs (the chain of evidence)")
-    for column in ("role", "path", "license", "commercial", "share-alike", "open"):
-        table.add_column(column, overflow="fold")
-    for item in report.evidence:
-        props = item["properties"] or {}
-        commercial = {True: "yes", False: "no", None: "?"}[props.get("commercial_use")]
-        table.add_row(item["role"] + (f" ({item['via']})" if item["role"] == "data" else ""), Text(item["path_text"]),
-                      item["license"] or "missing", commercial, "yes" if props.get("share_alike") else "",
-                      "yes" if props.get("open_license") else "")
-    console.print(table)
+    on_risk_paths = {i for risk in report.risks for i in risk.get("path") or []}
+    shown = report.evidence if verbose else [e for e in report.evidence if e["id"] in on_risk_paths]
+    if shown:
+        console.print(_evidence_table(shown))
     if report.risks:
         console.print("[bold]risks[/]")
         for risk in report.risks:
@@ -130,6 +235,8 @@ def print_license_report(report: LicenseReport, console: Console) -> None:
         console.print("acceptable-use policies: " + "; ".join(report.use_policies), markup=False, highlight=False)
     if report.user_cap:
         console.print(f"user cap: {report.user_cap:,} monthly active users", highlight=False)
+    if not verbose:
+        console.print(f"[dim]{len(report.evidence)} input(s) checked; --verbose lists them all.[/]", highlight=False)
     console.print("[dim]An engineering reading of the recorded licenses, not legal advice.[/]")
 
 

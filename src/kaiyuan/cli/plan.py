@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from kaiyuan.cli.from_config import command_from_config
-from kaiyuan.cli.output import console, print_json
+from kaiyuan.cli.output import console, echo, print_json
 from kaiyuan.plan import ASSUMPTIONS, GB, PlanConfig, make_plan
 
-SETTINGS = {"full": "train: full fine-tune", "lora": "train: LoRA", "qlora": "train: QLoRA (NF4)",
+SETTINGS = {"full": "train: full", "lora": "train: LoRA", "qlora": "train: QLoRA",
             "fp16": "infer: fp16", "int8": "infer: int8", "int4": "infer: int4"}
 
 
@@ -32,7 +33,9 @@ def count(value: float) -> str:
 
 
 def gigabytes(value: float) -> str:
-    return f"{value / GB:,.2f}"
+    """Three significant figures or more, in at most 6 characters below 1 PB: 0.02, 92.4, 1,213."""
+    gb = value / GB
+    return f"{gb:,.0f}" if gb >= 100 else f"{gb:.1f}" if gb >= 10 else f"{gb:.2f}"
 
 
 def _run_plan(cfg: PlanConfig, json_output: bool) -> None:
@@ -58,14 +61,17 @@ def _run_plan(cfg: PlanConfig, json_output: bool) -> None:
         compute.add_row(name, value)
     console.print(compute)
     shape = plan.shape
-    console.print(f"shape ({shape.source}): {shape.layers} layers, hidden {shape.hidden}, {shape.heads} heads, "
-                  f"{shape.kv_heads} KV heads × {shape.head_dim}, MLP {shape.intermediate}; "
-                  f"LoRA r={plan.lora_rank}: {count(summary['lora_params'])} trainable parameters", markup=False)
+    # one unwrapped line: the source (a model id or config.json path) stays whole at any width
+    echo(f"shape ({shape.source}): {shape.layers} layers, hidden {shape.hidden}, {shape.heads} heads, "
+         f"{shape.kv_heads} KV heads × {shape.head_dim}, MLP {shape.intermediate}; "
+         f"LoRA r={plan.lora_rank}: {count(summary['lora_params'])} trainable parameters")
 
-    memory = Table(title=f"memory (GB = 10⁹ bytes) for {plan.batch_size} × {plan.context} tokens")
-    for column in ("setting", "weights", "grads + optimizer", "activations", "KV cache", "overhead", "total",
-                   plan.gpu.upper() + "s"):
-        memory.add_column(column, justify="left" if column == "setting" else "right")
+    memory = Table(title=f"memory (GB = 10⁹ bytes) for {plan.batch_size} × {plan.context} tokens",
+                   box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+    # the setting names and the numbers are never wrapped or cut: the table fits 80 columns
+    memory.add_column("setting", no_wrap=True, min_width=max(map(len, SETTINGS.values())))
+    for column in ("weights", "grad+opt", "activ", "KV", "other", "total", plan.gpu.upper() + "s"):
+        memory.add_column(column, justify="right", no_wrap=True)
     estimates = {**plan.training, **plan.inference}
     for key, estimate in estimates.items():
         parts = estimate.parts
@@ -73,5 +79,6 @@ def _run_plan(cfg: PlanConfig, json_output: bool) -> None:
             "weights", "trainable_state", "activations", "kv_cache", "overhead")),
             f"[bold]{gigabytes(estimate.total_bytes)}[/]", str(estimate.gpus))
     console.print(memory)
+    echo("grad+opt: gradients and optimizer state; activ: activations; other: runtime overhead")
     for assumption in ASSUMPTIONS:
         console.print(f"• {assumption}", markup=False, highlight=False)

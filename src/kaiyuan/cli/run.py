@@ -15,10 +15,27 @@ from kaiyuan.pipeline.demo import DemoConfig, run_demo
 from kaiyuan.pipeline.recipe import load_recipe, plan, run_recipe
 
 
-def _run_demo(cfg: Any, json_output: bool) -> None:
+class RichReporter:
+    """The demo's progress on stderr: rules per step, rich markup, a table."""
 
+    def rule(self, text: str) -> None:
+        err_console.rule(text)
+
+    def print(self, text: str, markup: bool = True) -> None:
+        err_console.print(text, markup=markup, highlight=False if not markup else None)
+
+    def table(self, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row)
+        err_console.print(table)
+
+
+def _run_demo(cfg: Any, json_output: bool) -> None:
     with library_chatter_to_stderr():
-        summary = run_demo(cfg)
+        summary = run_demo(cfg, RichReporter())
     if json_output:
         print_json(summary)
     else:
@@ -60,5 +77,11 @@ def run_recipe_command(
 def register(app: typer.Typer) -> None:
     app.command("run")(run_recipe_command)
     command_from_config(app, "demo", DemoConfig, _run_demo,
-                        help="Run the whole lifecycle on a real open model: data → eval → LoRA SFT → merge → "
-                             "eval → serve; writes $KAIYUAN_HOME/demo/summary.json.")
+                        help="Run the whole lifecycle on a real open model, in 9 steps (7 with --no-dpo): "
+                             "1. the base model; 2. synthetic data (train and held-out splits); 3. evaluate the base "
+                             "model on the held-out split; 4. LoRA SFT (TRL SFTTrainer, assistant-only loss) and "
+                             "merge; 5. evaluate the tuned model; 6. DPO on the tuned model's near misses (LoRA, "
+                             "merged); 7. evaluate the aligned model; 8. model card, data cards, license verdict and "
+                             "openness grade of the final model; 9. serve the final model (OpenAI-compatible API) "
+                             "and ask it once plainly and once streaming (--serve: keep serving). Writes "
+                             "$KAIYUAN_HOME/demo/summary.json.")

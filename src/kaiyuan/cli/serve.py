@@ -1,16 +1,22 @@
-"""``kaiyuan serve``: the OpenAI-compatible server (plain, or Ray Serve replicas)."""
+"""``kaiyuan serve``: the OpenAI-compatible server (plain, or Ray Serve replicas).
+
+Its flags are the fields of :class:`kaiyuan.serve.config.ServeConfig` (also the keys of ``--config FILE.yaml``)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
-from kaiyuan.cli.output import err_console
+from kaiyuan.cli.from_config import command_from_config
+from kaiyuan.cli.output import err_console, print_json
 from kaiyuan.errors import KaiyuanError
-from kaiyuan.serve.guard import check_api_key
+from kaiyuan.serve.config import ServeConfig, check_port_free, routes_help
+from kaiyuan.serve.guard import check_api_key, hash_api_key
+
+SERVE_HELP = ("OpenAI-compatible server: chat and text completions (with streaming), embeddings, a health check and "
+              "Prometheus metrics. Also reads an API key from KAIYUAN_API_KEY.\n\n" + routes_help())
 
 
 def read_api_keys(api_key: list[str] | None, api_key_file: Path | None) -> list[str]:
@@ -48,78 +54,44 @@ def check_exposure(host: str, keys: list[str], insecure_no_auth: bool) -> None:
                            "KAIYUAN_API_KEY, or --insecure-no-auth to serve without keys")
 
 
-def serve(
-    models: Annotated[list[str], typer.Argument(help="Models and LoRA adapters to serve (registry id/name, dir, hub "
-                                                     "id; a .gguf file is served by llama.cpp). An adapter is served "
-                                                     "as <base>:<adapter>, sharing its base's weights.")],
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    api_key: Annotated[list[str] | None, typer.Option(help="Required API key (repeatable); only its hash "
-                                                           "is kept.")] = None,
-    api_key_file: Annotated[Path | None, typer.Option(help="File with one API key per line.")] = None,
-    max_tokens: Annotated[int, typer.Option(help="Default max_tokens of a request.")] = 256,
-    max_concurrent: Annotated[int, typer.Option(help="Requests served at once; more wait in the queue.")] = 8,
-    max_queue: Annotated[int, typer.Option(help="Requests waiting for a slot; beyond: 503 + Retry-After.")] = 64,
-    max_body_bytes: Annotated[int, typer.Option(help="Largest request body (413 beyond).")] = 2_000_000,
-    request_timeout: Annotated[float, typer.Option(help="Seconds before a request is cancelled (504).")] = 600.0,
-    grace_period: Annotated[float, typer.Option(help="On SIGTERM: stop accepting, let requests in flight finish "
-                                                     "for this many seconds, then cancel them.")] = 30.0,
-    engine: Annotated[str, typer.Option(help="auto|transformers|llamacpp|vllm (auto: a .gguf file → llamacpp, "
-                                             "anything else → transformers).")] = "auto",
-    parallel: Annotated[int, typer.Option(help="Sequences of one model decoded together in one batch (llama.cpp "
-                                               "and transformers engines).")] = 8,
-    prompt_cache: Annotated[bool, typer.Option(help="llama.cpp: reuse a finished sequence's KV cells for the next "
-                                                    "prompt sharing its prefix.")] = True,
-    context: Annotated[int, typer.Option(help="llama.cpp: context tokens per sequence.")] = 2048,
-    ray: Annotated[bool, typer.Option("--ray", help="Scale out: serve the app as Ray Serve replicas on a local Ray "
-                                                    "instance (needs the 'ray' extra).")] = False,
-    replicas: Annotated[int, typer.Option(help="With --ray: number of replicas, each with its own engines.")] = 1,
-    replica_cpus: Annotated[float, typer.Option(help="With --ray: CPUs reserved per replica.")] = 0.5,
-    replica_gpus: Annotated[float, typer.Option(help="With --ray: GPUs reserved per replica.")] = 0.0,
-    ray_cpus: Annotated[int | None, typer.Option(help="With --ray: CPUs of the local Ray instance "
-                                                      "(default: all).")] = None,
-    insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help="Allow a non-loopback --host "
-                                                                              "without API keys.")] = False,
-) -> None:
-    """OpenAI-compatible server (/v1/models, /v1/chat/completions with streaming, /health, Prometheus /metrics).
+def _announce(cfg: ServeConfig, served: list[str], keyed: bool, json_output: bool, replicas: int | None = None) -> None:
+    """The "serving … at http://…" line (stderr), and with --json a summary on stdout."""
+    how = f" as {replicas} Ray Serve replica(s)" if replicas is not None else ""
+    err_console.print(f"serving {', '.join(served)}{how} at {cfg.url()}" + (" (API key required)" if keyed else ""))
+    if json_output:
+        print_json({"models": served, "url": cfg.url(), "api_key_required": keyed, "replicas": replicas or 1})
 
-    Also reads an API key from KAIYUAN_API_KEY."""
-    from kaiyuan.serve.app import create_app, hash_api_key
-    from kaiyuan.serve.operations import ServerLimits, with_operations
+
+def run_serve(cfg: ServeConfig, json_output: bool = False) -> None:
+    """Serve ``cfg.models`` until SIGTERM / SIGINT."""
+    keys = read_api_keys(cfg.api_key, Path(cfg.api_key_file) if cfg.api_key_file is not None else None)
+    check_exposure(cfg.host, keys, cfg.insecure_no_auth)
+    if cfg.ray and cfg.replicas < 1:
+        raise KaiyuanError("--replicas must be at least 1")
+    check_port_free(cfg.host, cfg.port)  # before minutes of loading models
+    hashes = [hash_api_key(k) for k in keys]
+    limits, llamacpp_options = cfg.limits(), cfg.llamacpp_options()
+    if cfg.ray:  # scale-out: each replica loads its own engines
+        from kaiyuan.serve.ray_serve import run_ray_serve  # heavy: ray
+
+        run_ray_serve(cfg.models, cfg.replicas, cfg.host, cfg.port, hashes, engine=cfg.engine,
+                      default_max_tokens=cfg.max_tokens, limits=limits, num_cpus=cfg.ray_cpus,
+                      replica_cpus=cfg.replica_cpus, replica_gpus=cfg.replica_gpus, grace_period=cfg.grace_period,
+                      llamacpp_options=llamacpp_options,
+                      on_ready=lambda: _announce(cfg, cfg.models, bool(hashes), json_output, cfg.replicas))
+        return
+    # heavy: fastapi/uvicorn (and torch, through the engines)
+    from kaiyuan.serve.engine_set import build_engines
+    from kaiyuan.serve.operations import with_operations
+    from kaiyuan.serve.routes import create_app
     from kaiyuan.serve.server import run_until_signalled
 
-    if engine not in ("auto", "transformers", "llamacpp", "vllm"):
-        raise KaiyuanError(f"unknown engine {engine!r}: choose auto, transformers, llamacpp or vllm")
-    keys = read_api_keys(api_key, api_key_file)
-    check_exposure(host, keys, insecure_no_auth)
-    if ray:  # scale-out: each replica loads its own engines
-        from kaiyuan.serve.ray_serve import run_ray_serve
-
-        if replicas < 1:
-            raise KaiyuanError("--replicas must be at least 1")
-        ray_hashes = [hash_api_key(k) for k in keys]
-        ray_limits = ServerLimits(max_concurrent=max_concurrent, max_queue=max_queue, max_body_bytes=max_body_bytes,
-                                  request_timeout_s=request_timeout)
-        run_ray_serve(models, replicas, host, port, ray_hashes, engine=engine, default_max_tokens=max_tokens,
-                      limits=ray_limits, num_cpus=ray_cpus, replica_cpus=replica_cpus, replica_gpus=replica_gpus,
-                      grace_period=grace_period, llamacpp_options={"n_ctx": context, "n_parallel": parallel,
-                                                         "prompt_cache": prompt_cache},
-                      on_ready=lambda: err_console.print(
-                          f"serving {', '.join(models)} as {replicas} Ray Serve replica(s) at http://{host}:{port}/v1"
-                          + (" (API key required)" if ray_hashes else "")))
-        return
-    from kaiyuan.serve.engine_set import build_engines
-
-    engines = build_engines(models, engine, {"n_ctx": context, "n_parallel": parallel, "prompt_cache": prompt_cache},
-                            max_batch_size=parallel)
-    hashes = [hash_api_key(k) for k in keys]
-    err_console.print(f"serving {', '.join(engines)} at http://{host}:{port}/v1"
-                      + (" (API key required)" if hashes else ""))
-    limits = ServerLimits(max_concurrent=max_concurrent, max_queue=max_queue, max_body_bytes=max_body_bytes,
-                          request_timeout_s=request_timeout)
-    api = create_app(engines, hashes, default_max_tokens=max_tokens)
-    run_until_signalled(with_operations(api, limits), api.state.drain, host, port, grace_period, engines)
+    engines = build_engines(cfg.models, cfg.engine, llamacpp_options, max_batch_size=cfg.parallel)
+    check_port_free(cfg.host, cfg.port)  # again: another server may have taken it while the models loaded
+    _announce(cfg, list(engines), bool(hashes), json_output)
+    api = create_app(engines, hashes, default_max_tokens=cfg.max_tokens)
+    run_until_signalled(with_operations(api, limits), api.state.drain, cfg.host, cfg.port, cfg.grace_period, engines)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
+    command_from_config(app, "serve", ServeConfig, run_serve, help=SERVE_HELP)

@@ -636,6 +636,20 @@ def parse_records(obj: Any, fmt: str) -> list[Record]:
     return [parse_record(obj, fmt)]
 
 
+# files that are data but not in a format kaiyuan reads: refused by name instead of as invalid JSON
+OTHER_FORMATS = (".csv", ".tsv", ".parquet", ".arrow", ".xlsx", ".xls", ".xml", ".yaml", ".yml", ".html", ".pdf")
+READ_FORMATS = ("data files are JSON or JSON lines (.json, .jsonl, optionally .gz) with records in alpaca, sharegpt, "
+                "messages or pairs format (or .txt / .md plain text)")
+
+
+def _check_suffix(path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        suffix = Path(path.stem).suffix.lower()
+    if suffix in OTHER_FORMATS:
+        raise DataError(f"{path}: kaiyuan does not read {suffix} files; {READ_FORMATS}")
+
+
 def load_records(path: str | Path, fmt: str = "auto", skip_invalid: bool = False,
                  rejects_path: Path | None = None, collect_all: bool = False, max_bytes: int | None = None,
                  max_record_bytes: int | None = None) -> LoadResult:
@@ -648,6 +662,7 @@ def load_records(path: str | Path, fmt: str = "auto", skip_invalid: bool = False
     :func:`iter_json_objects`) always raises :class:`DataError`.
     """
     path = Path(path)
+    _check_suffix(path)
     if path.suffix in (".txt", ".md"):  # a plain-text file is one document
         text = _open_text(path, max_bytes)
         return LoadResult(path=path, format="text", records=[Record([], text=text, line=1)] if text.strip() else [])

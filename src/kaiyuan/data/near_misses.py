@@ -19,7 +19,7 @@ from kaiyuan.data.datasets import DATA_FILE, dataset_records, resolve_dataset
 from kaiyuan.data.templates import prompt_text
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.manifest import Parent
-from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
+from kaiyuan.hub.registry import Artifact, Registry
 from kaiyuan.models import load_model, resolve_model
 from kaiyuan.progress import progress_bar
 
@@ -119,12 +119,13 @@ def run_near_misses(cfg: NearMissConfig, registry: Registry | None = None) -> tu
     kept = misses[:cfg.n_pairs]
     import json
 
-    with ArtifactWriter("dataset", cfg.name, license=data.license, source=f"kaiyuan near misses of {model_artifact.id}",
-                        parents=[Parent(model_artifact.id, "generator"), Parent(data.id, "dataset")],
-                        config={"stage": "near-misses", "n_pairs": cfg.n_pairs, "batch_size": cfg.batch_size,
-                                "model": model_artifact.id, "data": data.id},
-                        metrics={"records": len(kept), "candidates": len(rows), "slips": len(misses),
-                                 "largest_margin_kept": kept[-1].margin if kept else None}) as writer:
+    with registry.writer("dataset", cfg.name, license=data.license,
+                         source=f"kaiyuan near misses of {model_artifact.id}", stage="near_misses",
+                         parents=[Parent(model_artifact.id, "generator"), Parent(data.id, "dataset")],
+                         config={"stage": "near-misses", "n_pairs": cfg.n_pairs, "batch_size": cfg.batch_size,
+                                 "model": model_artifact.id, "data": data.id},
+                         metrics={"records": len(kept), "candidates": len(rows), "slips": len(misses),
+                                  "largest_margin_kept": kept[-1].margin if kept else None}) as writer:
         (writer.path / DATA_FILE).write_text(
             "".join(json.dumps(m.row, ensure_ascii=False) + "\n" for m in kept), encoding="utf-8")
     assert writer.artifact is not None

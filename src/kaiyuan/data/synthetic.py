@@ -15,7 +15,7 @@ from typing import Literal
 from kaiyuan.data.datasets import register_dataset
 from kaiyuan.dates import DATES_ANSWER_PATTERN, MONTHS, date_example
 from kaiyuan.errors import KaiyuanError
-from kaiyuan.hub.registry import Artifact
+from kaiyuan.hub.registry import Artifact, Registry
 
 
 def generate_dates(n_train: int, n_heldout: int, seed: int) -> tuple[list[dict], list[dict]]:
@@ -105,8 +105,9 @@ class SyntheticConfig:
     seed: int = field(default=0, metadata={"help": "Seed: same seed, same data."})
 
 
-def run_synthetic(cfg: SyntheticConfig) -> dict[str, Artifact]:
-    """Generate and register the task's splits: ``train``, ``heldout`` and (if asked) ``pairs``."""
+def run_synthetic(cfg: SyntheticConfig, registry: Registry | None = None) -> dict[str, Artifact]:
+    """Generate and register the task's splits (in ``registry``; default KAIYUAN_HOME's): ``train``, ``heldout``
+    and (if asked) ``pairs``."""
 
     if cfg.task not in TASKS:
         raise KaiyuanError(f"unknown synthetic task {cfg.task!r}; expected one of {', '.join(TASKS)}")
@@ -116,16 +117,18 @@ def run_synthetic(cfg: SyntheticConfig) -> dict[str, Artifact]:
     config = {"task": cfg.task, "answer_pattern": pattern, "n_train": cfg.n_train, "n_heldout": cfg.n_heldout}
     out = {
         "train": register_dataset(train_rows, f"{cfg.task}-train", "CC0-1.0", source, {**config, "split": "train"},
-                                  seed=cfg.seed),
+                                  seed=cfg.seed, stage="synthetic", registry=registry),
         "heldout": register_dataset(heldout_rows, f"{cfg.task}-heldout", "CC0-1.0", source,
-                                    {**config, "split": "heldout"}, seed=cfg.seed),
+                                    {**config, "split": "heldout"}, seed=cfg.seed, stage="synthetic",
+                                    registry=registry),
     }
     if cfg.n_pairs:
         heldout_prompts = {row["messages"][0]["content"] for row in heldout_rows}
         pairs = PREFERENCE_TASKS[cfg.task](cfg.n_pairs, cfg.seed + 1, heldout_prompts, cfg.pairs_style)
         out["pairs"] = register_dataset(pairs, f"{cfg.task}-pairs", "CC0-1.0", source,
                                         {**config, "split": "pairs", "n_pairs": cfg.n_pairs,
-                                         "pairs_style": cfg.pairs_style}, seed=cfg.seed + 1)
+                                         "pairs_style": cfg.pairs_style}, seed=cfg.seed + 1, stage="synthetic",
+                                        registry=registry)
     return out
 
 

@@ -11,7 +11,7 @@ from kaiyuan.data.datasets import dataset_records, register_dataset, resolve_dat
 from kaiyuan.data.templates import end_of_turn_token_ids, prompt_text
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.manifest import Parent
-from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
+from kaiyuan.hub.registry import Artifact, Registry
 from kaiyuan.models import load_model, resolve_model
 from kaiyuan.progress import progress_bar
 
@@ -102,11 +102,11 @@ def run_exact_match(cfg: ExactMatchConfig, registry: Registry | None = None) -> 
     n_correct = sum(p["correct"] for p in predictions)
     exact_match = n_correct / len(predictions)
     metrics = {"exact_match": exact_match, "n": len(predictions), "n_correct": n_correct}
-    with ArtifactWriter("eval", f"{model_artifact.name}@{data.name}", license="CC0-1.0",
-                        source="kaiyuan eval (exact match)",
-                        parents=[Parent(model_artifact.id, "evaluated_model"), Parent(data.id, "dataset")],
-                        config={**asdict(cfg), "answer_pattern": pattern, "model_id": model_artifact.id,
-                                "dataset_id": data.id}, metrics=metrics) as writer:
+    with registry.writer("eval", f"{model_artifact.name}@{data.name}", license="CC0-1.0",
+                         source="kaiyuan eval (exact match)", stage="eval",
+                         parents=[Parent(model_artifact.id, "evaluated_model"), Parent(data.id, "dataset")],
+                         config={**asdict(cfg), "answer_pattern": pattern, "model_id": model_artifact.id,
+                                 "dataset_id": data.id}, metrics=metrics) as writer:
         (writer.path / "predictions.jsonl").write_text(
             "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions), encoding="utf-8")
     assert writer.artifact is not None
@@ -133,5 +133,6 @@ def mistake_pairs(model_ref: str, rows: list[dict], pattern: str, registry: Regi
             pairs.append({"prompt": row["messages"][:-1], "chosen": [{"role": "assistant", "content": reference}],
                           "rejected": [{"role": "assistant", "content": output.strip() or "(no answer)"}]})
     dataset = register_dataset(pairs, name, license, f"kaiyuan mistake pairs from {model_artifact.id}",
-                               {"prompts": len(rows), "answer_pattern": pattern}, parents_of=[model_artifact.id])
+                               {"prompts": len(rows), "answer_pattern": pattern}, parents_of=[model_artifact.id],
+                               registry=registry)
     return dataset, len(rows)

@@ -25,7 +25,7 @@ from kaiyuan.evaluate.language_model import TransformersLM
 from kaiyuan.evaluate.llamacpp_model import LlamaCppLM
 from kaiyuan.evaluate.tasks import Item, TaskData, load_task
 from kaiyuan.hub.manifest import Parent, atomic_write_bytes, atomic_write_text
-from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
+from kaiyuan.hub.registry import Artifact, Registry
 from kaiyuan.models import load_model, resolve_model
 
 
@@ -226,11 +226,12 @@ def run_benchmark(cfg: BenchmarkConfig, registry: Registry | None = None, regist
     if register:
         parents = [Parent(model_artifact.id, "evaluated_model")] if model_artifact else []
         name = f"{model_artifact.name if model_artifact else cfg.model}@{data.name}"
-        with ArtifactWriter("eval", name, license="CC0-1.0", source=f"kaiyuan eval --task {cfg.task}",
-                            parents=parents, config={**asdict(cfg), "model_id": model_id, "task_name": data.name,
-                                                     "task_source": data.source},
-                            metrics={"task": data.name, "n": len(rows), **overall,
-                                     "categories": categories, "subjects": subjects}) as writer:
+        with registry.writer("eval", name, license="CC0-1.0", source=f"kaiyuan eval --task {cfg.task}",
+                             stage="benchmark",
+                             parents=parents, config={**asdict(cfg), "model_id": model_id, "task_name": data.name,
+                                                      "task_source": data.source},
+                             metrics={"task": data.name, "n": len(rows), **overall,
+                                      "categories": categories, "subjects": subjects}) as writer:
             write_jsonl(writer.path / "predictions.jsonl", rows)
         artifact = writer.artifact
     return BenchmarkResult(data.name, model_id, overall, subjects, categories, len(rows), seconds, rows, artifact)

@@ -1,4 +1,5 @@
-"""LLM-as-a-judge with MT-bench's rules (FastChat ``llm_judge``), and judged arena battles.
+"""LLM-as-a-judge with MT-bench's rules (FastChat ``llm_judge``); the judged arena battles of
+:mod:`kaiyuan.evaluate.battles` use its pairwise grading.
 
 * **Single-answer grading**: the judge rates one answer from 1 to 10, written as ``[[rating]]`` (FastChat's
   fallback ``[rating]`` is accepted too). A judgment without a rating in 1..10 is *unparsable*: it is left
@@ -22,10 +23,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import random
 import re
 import string
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,8 +34,8 @@ from typing import Any, Literal
 
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.evaluate.chat_backends import ChatBackend, backend_from_spec
-from kaiyuan.hub.manifest import RELATIONS, Parent, atomic_write_text
-from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
+from kaiyuan.hub.manifest import RELATIONS, Parent
+from kaiyuan.hub.registry import Artifact, Registry
 from kaiyuan.progress import progress_bar
 
 NEED_REFERENCE_CATEGORIES = ("math", "reasoning", "coding")
@@ -404,26 +403,49 @@ def pairwise_metrics(judgments: list[dict[str, Any]], models: list[str]) -> dict
 
 @dataclass
 class JudgeConfig:
-    models: list[str] = field(default_factory=list, metadata={
-        "help": "Models to judge: registry id/name, dir, .gguf, hub id, tiny-llama, URL#MODEL, or a model_id "
-                "of an answer file (default: every model in the answer files)."})
-    questions: str = field(default="", metadata={"help": "Questions in MT-bench question.jsonl format."})
-    judge: str = field(default="", metadata={"help": "Judge: a local model, or an OpenAI-compatible http(s) URL."})
+    questions: str = field(metadata={"help": "Questions in MT-bench question.jsonl format "
+                                             "(question_id, category, turns[, reference])."})
+    judge: str = field(metadata={"help": "Judge: a local model, or an OpenAI-compatible http(s):// URL."})
+    models: list[str] = field(default_factory=list, metadata={"argument": True, "help": (
+        "Models to judge: registry id/name, dir, .gguf, hub id, tiny-llama, URL#MODEL, or a model_id in the "
+        "--answers files (default: every model in them).")})
     judge_model: str | None = field(default=None, metadata={"help": "Model name at the judge endpoint."})
     mode: Literal["single", "pairwise"] = field(default="single", metadata={
-        "help": "single: rate each answer 1-10; pairwise: compare every pair of models (both orders)."})
+        "help": "single: rate each answer 1-10; pairwise: compare models (both orders; disagreement = tie)."})
     answers: list[str] = field(default_factory=list, metadata={
-        "help": "FastChat answer files (question_id, model_id, choices[{index, turns}]) instead of generating."})
+        "help": "FastChat answer file (question_id, model_id, choices[{index, turns}]); repeatable."})
     prompts: str | None = field(default=None, metadata={
-        "help": "Judge prompts in FastChat judge_prompts.jsonl format (default: kaiyuan's)."})
-    baseline: str | None = field(default=None, metadata={
-        "help": "Pairwise: compare every model with this one only (default: all pairs)."})
+        "help": "Judge prompts in FastChat judge_prompts.jsonl format (default: kaiyuan's own)."})
+    baseline: str | None = field(default=None, metadata={"help": "Pairwise: compare each model with this one only."})
     limit: int | None = field(default=None, metadata={"help": "Only the first N questions."})
     first_turn_only: bool = field(default=False, metadata={"help": "Judge only the first turn of each question."})
     max_tokens: int = field(default=1024, metadata={"help": "Longest generated answer (tokens)."})
     judge_max_tokens: int = field(default=2048, metadata={"help": "Longest judge reply (tokens)."})
     api_key: str | None = field(default=None, metadata={
-        "help": "API key of the endpoints (default: $KAIYUAN_JUDGE_API_KEY, $OPENAI_API_KEY)."})
+        "help": "API key of http(s) endpoints (default: $KAIYUAN_JUDGE_API_KEY or $OPENAI_API_KEY)."})
+
+
+@dataclass
+class BattleConfig:
+    """``kaiyuan arena battle``: the arguments of :func:`run_battles`."""
+
+    models: list[str] = field(metadata={"argument": True, "help": (
+        "Two or more models: registry id/name, dir, .gguf, hub id, tiny-llama, or URL#MODEL.")})
+    prompts: str = field(metadata={"help": "Prompts: MT-bench question.jsonl, {\"prompt\": ...} JSON lines, or a "
+                                           ".txt file with one prompt per line."})
+    judge: str = field(metadata={"help": "Judge: a local model, or an OpenAI-compatible http(s):// URL."})
+    judge_model: str | None = field(default=None, metadata={"help": "Model name at the judge endpoint."})
+    pairs: int | None = field(default=None, metadata={"flags": ("--pairs", "--rounds"), "help": (
+        "Random model pairs per prompt (default: all pairs).")})
+    seed: int = field(default=0, metadata={"help": "Seed for choosing pairs and their order."})
+    max_tokens: int = field(default=512, metadata={"help": "Longest generated answer (tokens)."})
+    judge_max_tokens: int = field(default=2048, metadata={"help": "Longest judge reply (tokens)."})
+    judge_prompts: str | None = field(default=None, metadata={
+        "help": "Judge prompts in FastChat judge_prompts.jsonl format (default: kaiyuan's own)."})
+    out: str | None = field(default=None, metadata={"help": "Also write the battles as FastChat battle JSON lines."})
+    store: bool = field(default=True, metadata={"help": "Store the battles in $KAIYUAN_HOME/arena.sqlite."})
+    api_key: str | None = field(default=None, metadata={
+        "help": "API key of http(s) endpoints (default: $KAIYUAN_JUDGE_API_KEY or $OPENAI_API_KEY)."})
 
 
 @dataclass
@@ -601,137 +623,11 @@ def run_judge(cfg: JudgeConfig, registry: Registry | None = None,
               "model_ids": {m: a.id for m in models if (a := _artifact_of(contestants[m], m, registry))},
               "questions_sha256": _sha256_file(cfg.questions), "prompts_file": str(prompts_path),
               "prompts_sha256": _sha256_file(prompts_path)}
-    with ArtifactWriter("eval", f"{'+'.join(models)}@{Path(cfg.questions).stem}",
-                        license="CC0-1.0", source=f"kaiyuan judge ({cfg.mode}, judge {judge.name})",
-                        parents=parents, config=config, metrics=metrics) as writer:
+    with registry.writer("eval", f"{'+'.join(models)}@{Path(cfg.questions).stem}", stage="judge",
+                         license="CC0-1.0", source=f"kaiyuan judge ({cfg.mode}, judge {judge.name})",
+                         parents=parents, config=config, metrics=metrics) as writer:
         (writer.path / "judgments.jsonl").write_text(
             "".join(json.dumps(j, ensure_ascii=False) + "\n" for j in judgments), encoding="utf-8")
         (writer.path / "answers.jsonl").write_text(_answer_lines(answers, questions), encoding="utf-8")
     assert writer.artifact is not None
     return JudgeResult(metrics, judgments, answers, writer.artifact)
-
-
-# ------------------------------------------------------------------------------------------------ battles
-
-
-@dataclass
-class BattleResult:
-    battles: list[Any]  # kaiyuan.evaluate.arena.Battle
-    unparsable: list[dict[str, Any]]  # comparisons left out: no verdict in one of the two orders
-    n_prompts: int
-    stored_in: str | None = None
-    out: str | None = None
-
-    @property
-    def n_unparsable(self) -> int:
-        return len(self.unparsable)
-
-    def summary(self) -> dict[str, Any]:
-        counts = {w: sum(b.winner == w for b in self.battles) for w in ("model_a", "model_b", "tie")}
-        from kaiyuan.evaluate.arena import win_tie_loss
-
-        wins = {m: {"win": c["wins"], "loss": c["losses"], "tie": c["ties"]}
-                for m, c in win_tie_loss(self.battles).items()}
-        return {"n_prompts": self.n_prompts, "n_battles": len(self.battles), "n_unparsable": self.n_unparsable,
-                "winners": counts, "models": dict(sorted(wins.items())), "stored_in": self.stored_in,
-                "out": self.out}
-
-
-def load_prompts(path: str | Path) -> list[Question]:
-    """Battle prompts: a JSONL file of MT-bench questions or ``{"prompt": ...}`` lines, or a text file with one
-    prompt per line."""
-    path = Path(path)
-    if path.suffix in (".txt", ".text"):
-        if not path.is_file():
-            raise KaiyuanError(f"{path}: no such prompts file")
-        lines = [(n, line.strip()) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)]
-        prompts = [Question(n, "general", [text]) for n, text in lines if text]
-        if not prompts:
-            raise KaiyuanError(f"{path}: no prompts")
-        return prompts
-    return load_questions(path)
-
-
-def fastchat_battle(battle: Any) -> dict[str, Any]:
-    """A battle as a line of FastChat's battle JSON (what its Elo / Bradley–Terry scripts read)."""
-    return {"question_id": battle.question_id, "model_a": battle.model_a, "model_b": battle.model_b,
-            "winner": battle.winner, "judge": battle.judge, "turn": 1, "anony": True, "tstamp": battle.tstamp,
-            "conversation_a": [{"role": "user", "content": battle.prompt},
-                               {"role": "assistant", "content": battle.answer_a}],
-            "conversation_b": [{"role": "user", "content": battle.prompt},
-                               {"role": "assistant", "content": battle.answer_b}]}
-
-
-def write_battles_jsonl(battles: list[Any], path: str | Path) -> Path:
-
-    path = Path(path)
-    atomic_write_text(path, "".join(json.dumps(fastchat_battle(b), ensure_ascii=False) + "\n" for b in battles))
-    return path
-
-
-def run_battles(models: list[str | ChatBackend], prompts: list[Question] | str | Path, judge: str | ChatBackend,
-                pairs_per_prompt: int | None = None, seed: int = 0, max_tokens: int = 512,
-                judge_max_tokens: int = 2048, judge_model: str | None = None, judge_prompts: str | None = None,
-                api_key: str | None = None, out: str | Path | None = None, store: bool = True,
-                db_path: str | Path | None = None, registry: Registry | None = None) -> BattleResult:
-    """Anonymous judged battles: for each prompt, pairs of models (all pairs, or ``pairs_per_prompt`` random
-    ones) answer it (first turn; greedy); the judge compares the answers in both orders without seeing the
-    models' names. Battles with a verdict are stored (``arena.store_battles``) and, with ``out``, written as
-    FastChat battle JSONL; comparisons without a verdict are left out and counted."""
-
-    registry = registry or Registry()
-    questions = load_prompts(prompts) if isinstance(prompts, str | Path) else list(prompts)
-    if not questions:
-        raise KaiyuanError("no prompts to battle on")
-    judge_prompt_set = load_judge_prompts(judge_prompts)
-    pool = _Backends(None, api_key, registry)
-    contestants: dict[str, ChatBackend] = {}
-    for model in models:
-        backend = pool.get(model) if isinstance(model, str) else model
-        if backend.name in contestants:
-            raise KaiyuanError(f"two of the models are named {backend.name!r}; each model battles once")
-        contestants[backend.name] = backend
-    if len(contestants) < 2:
-        raise KaiyuanError(f"a battle needs at least 2 models; got {len(contestants)}")
-    if pairs_per_prompt is not None and pairs_per_prompt < 1:
-        raise KaiyuanError(f"pairs per prompt must be at least 1; got {pairs_per_prompt}")
-    judge_backend = pool.get(judge, judge_model) if isinstance(judge, str) else judge
-
-    rng = random.Random(seed)
-    all_pairs = list(itertools.combinations(contestants, 2))
-    schedule = []
-    for q in questions:
-        chosen = all_pairs if pairs_per_prompt is None else rng.sample(all_pairs, min(pairs_per_prompt, len(all_pairs)))
-        schedule += [(q, *(pair if rng.random() < 0.5 else pair[::-1])) for pair in chosen]
-
-    from kaiyuan.evaluate.arena import Battle, arena_store_path, store_battles
-
-    answers: dict[tuple[str, str], str] = {}
-    battles, unparsable = [], []
-    with progress_bar() as progress:
-        task = progress.add_task(f"battles judged by {judge_backend.name}", total=len(schedule))
-        for q, a, b in schedule:
-            for model in (a, b):
-                if (model, q.key) not in answers:
-                    with _about(q):
-                        answers[model, q.key] = generate_answer(contestants[model], q, max_tokens, n_turns=1)[0]
-            question = Question(q.question_id, q.category, q.turns[:1], (q.reference or [])[:1] or None)
-            with _about(q):
-                grade = grade_pairwise(judge_backend, question, [answers[a, q.key]], [answers[b, q.key]],
-                                       judge_prompt_set, turn=1, max_tokens=judge_max_tokens)
-            if grade.winner == "error":
-                unparsable.append({"question_id": q.question_id, "model_a": a, "model_b": b,
-                                   "g1_winner": grade.g1_winner, "g2_winner": grade.g2_winner,
-                                   "g1_judgment": grade.g1_judgment, "g2_judgment": grade.g2_judgment})
-            else:
-                battles.append(Battle(model_a=a, model_b=b, winner=grade.winner, prompt=q.turns[0],
-                                      answer_a=answers[a, q.key], answer_b=answers[b, q.key],
-                                      judge=judge_backend.name, question_id=str(q.question_id), tstamp=time.time()))
-            progress.advance(task)
-    result = BattleResult(battles, unparsable, len(questions))
-    if store and battles:
-        store_battles(battles, db_path)
-        result.stored_in = str(db_path or arena_store_path())
-    if out is not None:
-        result.out = str(write_battles_jsonl(battles, out))
-    return result

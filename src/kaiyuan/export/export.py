@@ -28,9 +28,9 @@ CHECK_KEYS = ("merge_max_abs_logit_diff", "merge_logit_tolerance", "chat_templat
 
 @dataclass
 class ExportConfig:
-    model: str = field(metadata={"help": "Model or LoRA adapter: registry id/name, local dir, hub id, tiny-llama. "
-                                         "An adapter is merged into its base first."})
-    to: Literal["merged", "gguf", "ollama"] = field(metadata={
+    model: str = field(metadata={"argument": True, "help": "Model or LoRA adapter: registry id/name, local dir, "
+                                         "hub id, tiny-llama. An adapter is merged into its base first."})
+    to: Literal["merged", "gguf", "ollama"] = field(metadata={"flags": ("--to",),
         "help": "merged (adapter folded into its base), gguf (llama.cpp file), or ollama (GGUF + Modelfile)."})
     quant: Literal["f16", "q8_0", "q4_k_m"] = field(default="f16", metadata={
         "help": "GGUF weights: f16, q8_0 or q4_k_m (llama.cpp falls back per tensor where rows are not a multiple "
@@ -48,7 +48,7 @@ class ExportConfig:
     greedy_tokens: int = field(default=16, metadata={"help": "GGUF check: greedy tokens compared per prompt."})
     perplexity_text: str | None = field(default=None, metadata={
         "help": "GGUF check: UTF-8 text file to measure perplexity drift on (default: a built-in paragraph)."})
-    allow_mismatch: bool = field(default=False, metadata={
+    allow_mismatch: bool = field(default=False, metadata={"flags": ("--allow-mismatch",),
         "help": "Register the GGUF even when a check fails (the failures are recorded)."})
 
 

@@ -501,7 +501,7 @@ def export_gguf(source: Artifact, quant: str = "f16", name: str | None = None, c
     """Register ``source`` as a checked GGUF file (kind ``export``, relation ``quantized``)."""
     with ArtifactWriter("export", name or f"{source.name}-{quant}-gguf", license=source.license,
                         source=f"kaiyuan export gguf (llama.cpp {SCRIPT} + llama_model_quantize)",
-                        parents=[Parent(source.id, "quantized")]) as writer:
+                        parents=[Parent(source.id, "quantized")], stage="export", registry=registry) as writer:
         made = write_gguf(source, writer.path, quant, converter, greedy_tokens, perplexity_text, allow_mismatch,
                           registry)
         writer.config, writer.metrics, writer.chat_template = made.config, made.metrics, made.facts.chat_template

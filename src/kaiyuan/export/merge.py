@@ -11,7 +11,7 @@ from typing import Any
 
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.manifest import Parent
-from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
+from kaiyuan.hub.registry import Artifact, Registry
 from kaiyuan.models import base_of, load_model
 
 PROBE_TEXT = ("Convert the date March 5, 1999 to ISO format. The open model answers: 1999-03-05. "
@@ -64,11 +64,11 @@ def merge_adapter(adapter: Artifact, registry: Registry | None = None, name: str
             f"{diff:.3g} (tolerance {limit:g}) on the probe text; nothing was registered")
     metrics = {"merge_max_abs_logit_diff": diff, "merge_logit_tolerance": limit,
                "merge_probe_tokens": int(input_ids.shape[1])}
-    with ArtifactWriter("model", name or f"{adapter.name}-merged", license=adapter.license,
-                        source="kaiyuan merge (peft merge_and_unload)",
-                        parents=[Parent(adapter.id, "merge"), Parent(base.id, "base_model")],
-                        config={"stage": "merge", "adapter": adapter.id, "base_model": base.id},
-                        chat_template=tokenizer.chat_template, metrics=metrics) as writer:
+    with registry.writer("model", name or f"{adapter.name}-merged", license=adapter.license,
+                         source="kaiyuan merge (peft merge_and_unload)", stage="merge",
+                         parents=[Parent(adapter.id, "merge"), Parent(base.id, "base_model")],
+                         config={"stage": "merge", "adapter": adapter.id, "base_model": base.id},
+                         chat_template=tokenizer.chat_template, metrics=metrics) as writer:
         merged.save_pretrained(writer.path, safe_serialization=True)
         tokenizer.save_pretrained(writer.path)
     assert writer.artifact is not None

@@ -18,7 +18,7 @@ from kaiyuan import __version__
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.export.gguf import GGUFFacts, write_gguf
 from kaiyuan.hub.manifest import Parent
-from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
+from kaiyuan.hub.registry import Artifact, Registry
 
 DEFAULT_TEMPERATURE = 0.7  # when the model's generation_config.json names none
 MAX_NUM_CTX = 4096
@@ -204,9 +204,9 @@ def export_ollama(source: Artifact, quant: str = "f16", name: str | None = None,
     tokenizer = AutoTokenizer.from_pretrained(source.path)  # nosec B615: a local artifact directory, not a hub id
     if (_family_by_name(template) if template else detect_family(tokenizer.chat_template)) is None:
         translate_template(tokenizer, GGUFFacts(None, 0, False, "", ""), template)  # unknown: fail before converting
-    with ArtifactWriter("export", name or f"{source.name}-{quant}-ollama", license=source.license,
-                        source="kaiyuan export ollama (GGUF + Modelfile)",
-                        parents=[Parent(source.id, "quantized")]) as writer:
+    with registry.writer("export", name or f"{source.name}-{quant}-ollama", license=source.license,
+                         source="kaiyuan export ollama (GGUF + Modelfile)", stage="export",
+                         parents=[Parent(source.id, "quantized")]) as writer:
         made = write_gguf(source, writer.path, quant, converter, greedy_tokens, perplexity_text, allow_mismatch,
                           registry)
         translated = translate_template(tokenizer, made.facts, template)

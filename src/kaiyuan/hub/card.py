@@ -19,7 +19,8 @@ too: writing the same card again reuses it; a new evaluation makes a new card. :
 data cards first and states, in the model card, the openness grade *with* the cards in place.
 
 Everything that comes from users or models (names, configs, messages) is escaped: metadata goes through
-``yaml.safe_dump``, prose through :func:`md`, configs into fenced blocks that no backtick run can close.
+``yaml.safe_dump``, prose through :func:`kaiyuan.hub.markdown.md`, configs into fenced blocks that no backtick run
+can close.
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.licenses import SPDX_IDS, UNKNOWN, license_properties, license_report, lineage_inputs
 from kaiyuan.hub.manifest import DATA_FILE, Parent, atomic_write_text
+from kaiyuan.hub.markdown import bullets, code, code_block, front_matter, md, table, yaml_text
 from kaiyuan.hub.openness import CARD_FILE, CARD_KIND, DOCUMENTED, openness_report
 from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
 
@@ -66,63 +66,6 @@ INTENDED_USE = {
                "anything",
     "pairs": "preference tuning (DPO, KTO, ORPO, SimPO) and reward models: chosen / rejected pairs",
 }
-
-# ------------------------------------------------------------------------------------------ escaping
-
-_MARKDOWN_INLINE = re.compile(r"([\\`*_\[\]<>|~$&#])")
-_MARKDOWN_BLOCK_START = re.compile(r"^(\s*)([+=-]|\d+[.)](?=\s|$))")
-
-
-def md(value: Any) -> str:
-    """``value`` as literal markdown text on one line: code spans, emphasis, links, HTML, table pipes, math, entities
-    and headings are backslash-escaped, and so is a list or rule marker at the start."""
-    text = _MARKDOWN_INLINE.sub(r"\\\1", re.sub(r"\r\n|\r|\n", " ", str(value)))
-    match = _MARKDOWN_BLOCK_START.match(text)
-    if match:
-        marker = match.group(2)
-        text = f"{match.group(1)}{marker[:-1]}\\{marker[-1]}{text[match.end():]}"
-    return text
-
-
-def code_block(text: str, language: str = "yaml") -> str:
-    """A fenced code block that the text inside cannot close (the fence is longer than any backtick run)."""
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return f"{fence}{language}\n{text.rstrip()}\n{fence}"
-
-
-def yaml_text(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1_000_000)
-
-
-def front_matter(metadata: dict[str, Any], body: str) -> str:
-    """A README: the YAML metadata block (safe-dumped, never concatenated) and the markdown body."""
-    return f"---\n{yaml_text(metadata)}---\n\n{body.rstrip()}\n"
-
-
-class Markdown(str):
-    """Text that is already markdown: :func:`table` does not escape it again."""
-
-
-def code(text: str) -> Markdown:
-    """An inline code span (ids, commands, hashes): its delimiters are longer than any backtick run inside."""
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    ticks, pad = "`" * (longest + 1), " " if "`" in text[:1] + text[-1:] else ""
-    return Markdown(f"{ticks}{pad}{text}{pad}{ticks}")
-
-
-def table(header: list[str], rows: list[list[Any]]) -> str:
-    """A GFM table; every cell is escaped with :func:`md` unless it is :class:`Markdown`."""
-    def cell(value: Any) -> str:
-        return str(value) if isinstance(value, Markdown) else md("" if value is None else value)
-
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
-
-
-def bullets(items: list[Any]) -> str:
-    return "\n".join(f"- {md(item)}" for item in items)
-
 
 # ------------------------------------------------------------------------------------ Hub metadata
 
@@ -198,8 +141,7 @@ def hub_ancestor(artifact: Artifact, registry: Registry) -> str | None:
 
 def evaluations(artifact: Artifact, registry: Registry) -> list[Artifact]:
     """Every registered eval artifact whose parent is ``artifact`` with relation ``evaluated_model``, oldest first."""
-    link = {"id": artifact.id, "relation": "evaluated_model"}
-    return [e for e in registry.list("eval") if link in (e.manifest.get("parents") or [])]
+    return registry.children(artifact.id, "evaluated_model", "eval")
 
 
 def _metric_values(evaluation: Artifact, model: Artifact) -> dict[str, float]:
@@ -612,12 +554,12 @@ class CardSet:
                 "data_cards": [d.to_dict() for d in self.data], "warnings": self.warnings}
 
 
-def register_card(subject: Artifact, rendered: RenderedCard) -> Artifact:
+def register_card(subject: Artifact, rendered: RenderedCard, registry: Registry | None = None) -> Artifact:
     """Register a card for ``subject``: an artifact of kind ``card`` holding README.md, linked by ``documented``.
     It is under the license of what it documents; the same text for the same subject is the same artifact."""
     with ArtifactWriter(CARD_KIND, f"{subject.name}-card", license=subject.license, source=CARD_SOURCE,
                         parents=[Parent(subject.id, DOCUMENTED)],
-                        config={"documents": subject.id, "documents_kind": subject.kind}) as writer:
+                        config={"documents": subject.id, "documents_kind": subject.kind}, registry=registry) as writer:
         (writer.path / CARD_FILE).write_text(rendered.text, encoding="utf-8")
     assert writer.artifact is not None
     return writer.artifact
@@ -646,11 +588,11 @@ def write_cards(ref: str, registry: Registry | None = None, out: Path | None = N
     data = []
     for dataset in datasets:
         rendered = render_data_card(dataset, registry)
-        data.append(WrittenCard(dataset, register_card(dataset, rendered), rendered.metadata))
+        data.append(WrittenCard(dataset, register_card(dataset, rendered, registry), rendered.metadata))
     model, warnings = None, []
     if subject.kind != "dataset":
         rendered = render_model_card(subject, registry, {d.documents.id: d.card for d in data})
-        model = WrittenCard(subject, register_card(subject, rendered), rendered.metadata)
+        model = WrittenCard(subject, register_card(subject, rendered, registry), rendered.metadata)
         warnings = rendered.warnings
     if out is not None:
         for written in ([model] if model else []) + data:

@@ -50,6 +50,9 @@ class Manifest:
     source: str
     files: dict[str, str]
     parents: list[Parent] = field(default_factory=list)
+    # the stage that made it (a name in kaiyuan.pipeline.stages.STAGES, or "merge" / "create_tiny"); None for
+    # imports and for manifests written before the field existed. Not part of the content hash (nor the id).
+    stage: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
     chat_template_sha256: str | None = None
@@ -62,7 +65,7 @@ class Manifest:
     id: str = ""
 
     def content_sha256(self) -> str:
-        """Hash of what the artifact *is*: its kind, files and parents (not when it was made)."""
+        """Hash of what the artifact *is*: its kind, files and parents (not when or by which stage it was made)."""
         payload = {"kind": self.kind, "files": dict(sorted(self.files.items())),
                    "parents": sorted([p.id, p.relation] for p in self.parents)}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -228,9 +228,6 @@ def _gather(artifact: Artifact, registry: Registry, pending_card: Artifact | Non
         return any((by_id[node].manifest.get("config") or {}).get("from_scratch")
                    and _training_stage(by_id[node]) == "pretrain" for node in paths[root.id][:-1])
 
-    def made_from(candidate: Artifact) -> bool:
-        return any(p.get("id") == artifact.id for p in candidate.manifest.get("parents") or [])
-
     return _Facts(
         artifact=artifact, registry=registry, pending_card=pending_card, terms=license_report(artifact.id, registry),
         inputs=inputs,
@@ -238,9 +235,8 @@ def _gather(artifact: Artifact, registry: Registry, pending_card: Artifact | Non
         datasets=[i for i in inputs if i.artifact is not None and i.artifact.kind == "dataset"],
         missing=[i for i in inputs if i.artifact is None],
         trained=[a for a in chain if _training_stage(a)],
-        evals=[e for e in registry.list("eval") if {"id": artifact.id, "relation": "evaluated_model"}
-               in (e.manifest.get("parents") or [])],
-        exports=[e for e in registry.list("export") if made_from(e)],
+        evals=registry.children(artifact.id, "evaluated_model", "eval"),
+        exports=registry.children(artifact.id, kind="export"),
         roots=roots, imported=[r for r in roots if not origin_recorded(r)])
 
 

@@ -1,7 +1,9 @@
-"""The SQLite registry in KAIYUAN_HOME: an index over the artifacts' manifests.
+"""The SQLite registry of a kaiyuan home: an index over the artifacts' manifests.
 
-Artifacts are directories under ``KAIYUAN_HOME/artifacts/<id>``. They are written into a staging
-directory first, hashed, given their manifest, and renamed into place in one step, so a crash never
+A :class:`Registry` owns its home (``Registry(home)``; by default KAIYUAN_HOME): ``<home>/registry.sqlite``,
+``<home>/artifacts`` and ``<home>/quarantine``. Artifacts are directories under ``<home>/artifacts/<id>``,
+written with ``registry.writer(...)`` (an :class:`ArtifactWriter` bound to that registry). They are written
+into a staging directory first, hashed, given their manifest, and renamed into place in one step, so a crash never
 leaves a half-written artifact behind a registered id.
 
 The manifests on disk are the truth; the registry is an index that can always be rebuilt from them
@@ -222,8 +224,20 @@ _INTEGRITY_CHECKED: dict[str, tuple[int, int]] = {}  # registry path → (inode,
 
 
 class Registry:
-    def __init__(self, path: Path | None = None, *, rebuild_if_empty: bool = True) -> None:
-        self.path = Path(path) if path is not None else registry_path()
+    """The registry of one home: ``home`` (default: KAIYUAN_HOME) holds registry.sqlite, artifacts/ and
+    quarantine/. (A path to a ``.sqlite`` file is still taken as the registry file itself, as before: its home is
+    the folder it is in, and it is not re-indexed from that folder's artifacts when empty.)"""
+
+    def __init__(self, home: Path | None = None, *, rebuild_if_empty: bool = True) -> None:
+        legacy_file = home is not None and Path(home).suffix == ".sqlite"
+        if home is None:
+            self.home = kaiyuan_home()
+        else:
+            self.home = Path(home).expanduser().resolve()
+            if legacy_file:
+                self.home = self.home.parent
+            self.home.mkdir(parents=True, exist_ok=True)
+        self.path = Path(home).expanduser().resolve() if legacy_file else registry_path(self.home)
         with self._db() as conn:
             self._check_integrity(conn)
             try:
@@ -231,8 +245,24 @@ class Registry:
             except sqlite3.OperationalError as exc:  # a read-only home can still be read (without the check cache)
                 if "readonly" not in str(exc):
                     raise
-        if rebuild_if_empty and self.path == registry_path():
+        if rebuild_if_empty and not legacy_file:
             self._rebuild_if_empty()
+
+    def artifacts_dir(self) -> Path:
+        """``<home>/artifacts`` of this registry (created)."""
+        return artifacts_dir(self.home)
+
+    def quarantine_dir(self) -> Path:
+        """``<home>/quarantine`` of this registry (created)."""
+        return quarantine_dir(self.home)
+
+    def writer(self, kind: str, name: str, **fields: Any) -> ArtifactWriter:
+        """An :class:`ArtifactWriter` that stages, publishes and registers into this registry (and its home).
+
+        >>> with registry.writer("dataset", "dates-train", license="CC0-1.0", source="...") as writer:
+        ...     (writer.path / "data.jsonl").write_text(...)
+        """
+        return ArtifactWriter(kind, name, registry=self, **fields)
 
     # ------------------------------------------------------------------------------------------ database access
 
@@ -289,12 +319,12 @@ class Registry:
         with self._db() as conn:
             if conn.execute("SELECT 1 FROM artifacts LIMIT 1").fetchone() is not None:
                 return
-        folders = [d for d in artifact_folders() if (d / MANIFEST_NAME).is_file()]
+        folders = [d for d in artifact_folders(self.artifacts_dir()) if (d / MANIFEST_NAME).is_file()]
         if not folders:
             return
         added, skipped = self.reindex(folders)
         report(f"the registry {self.path} was empty, but {len(folders)} artifact folder(s) with a manifest are in "
-               f"{artifacts_dir()}: re-indexed {len(added)} from their manifests"
+               f"{self.artifacts_dir()}: re-indexed {len(added)} from their manifests"
                + (f"; skipped {len(skipped)} whose manifest is not valid" if skipped else "")
                + " (`kaiyuan verify` checks their files)")
 
@@ -502,9 +532,11 @@ def _nearly_full(directory: Path, margin: int = 1 << 20) -> bool:
         return False
 
 
-def artifact_folders() -> list[Path]:
-    """The committed artifact folders in KAIYUAN_HOME (not staging folders or other hidden entries)."""
-    return sorted(p for p in artifacts_dir().iterdir() if p.is_dir() and not p.name.startswith("."))
+def artifact_folders(directory: Path | None = None) -> list[Path]:
+    """The committed artifact folders in ``directory`` (default: KAIYUAN_HOME's artifacts; not staging folders or
+    other hidden entries)."""
+    directory = directory if directory is not None else artifacts_dir()
+    return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 # ------------------------------------------------------------------------------------------------ staging
@@ -595,9 +627,11 @@ def clean_stale_staging(directory: Path | None = None, quiet: bool = False) -> l
 
 
 def quarantine(path: Path, reason: str, registry: Registry | None = None, quiet: bool = False) -> Path:
-    """Move an artifact folder out of artifacts/ into KAIYUAN_HOME/quarantine (never deleted) and un-index it."""
+    """Move an artifact folder out of artifacts/ into the quarantine folder (never deleted) and un-index it: that of
+    ``registry``'s home, else KAIYUAN_HOME's."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = quarantine_dir() / f"{path.name}-{stamp}-{uuid.uuid4().hex[:6]}"
+    directory = registry.quarantine_dir() if registry is not None else quarantine_dir()
+    target = directory / f"{path.name}-{stamp}-{uuid.uuid4().hex[:6]}"
     try:
         os.rename(path, target)
     except OSError as exc:
@@ -616,8 +650,8 @@ def quarantine(path: Path, reason: str, registry: Registry | None = None, quiet:
     return target
 
 
-def quarantined(artifact_id: str) -> list[Path]:
-    directory = kaiyuan_home() / "quarantine"
+def quarantined(artifact_id: str, registry: Registry | None = None) -> list[Path]:
+    directory = (registry.home if registry is not None else kaiyuan_home()) / "quarantine"
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.glob(f"{artifact_id}-*") if p.is_dir())
@@ -631,9 +665,12 @@ class ArtifactWriter:
     """Write an artifact atomically: fill ``writer.path``, and on leaving the block it is hashed,
     given its manifest, renamed into ``artifacts/<id>`` and registered.
 
-    >>> with ArtifactWriter("dataset", "dates-train", license="Apache-2.0", source="...") as writer:
+    >>> with registry.writer("dataset", "dates-train", license="Apache-2.0", source="...") as writer:
     ...     (writer.path / "data.jsonl").write_text(...)
     >>> writer.artifact.id
+
+    The staging folder, the final folder and the registration are all those of ``registry`` (its home); without
+    one (``ArtifactWriter(...)``), the registry of KAIYUAN_HOME, opened when the artifact is published.
 
     A failure inside the block (or while publishing) leaves nothing behind; a full disk is reported as a
     :class:`DiskFullError` naming the artifact and the file being written.
@@ -649,9 +686,12 @@ class ArtifactWriter:
     chat_template: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     artifact: Artifact | None = None
+    stage: str | None = None  # recorded in the manifest (not part of its id)
+    registry: Registry | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        self.path = artifacts_dir() / f"{STAGING_PREFIX}{HOST_TAG}-{os.getpid()}-{uuid.uuid4().hex}"
+        root = self.registry.artifacts_dir() if self.registry is not None else artifacts_dir()
+        self.path = root / f"{STAGING_PREFIX}{HOST_TAG}-{os.getpid()}-{uuid.uuid4().hex}"
 
     def __enter__(self) -> ArtifactWriter:
         clean_stale_staging(self.path.parent)
@@ -707,7 +747,7 @@ class ArtifactWriter:
             files[name] = file_sha256(path)
         manifest = Manifest(
             kind=self.kind, name=self.name, license=self.license, source=self.source,
-            files=files, parents=list(self.parents), config=self.config, seed=self.seed,
+            files=files, parents=list(self.parents), stage=self.stage, config=self.config, seed=self.seed,
             chat_template_sha256=text_sha256(self.chat_template) if self.chat_template else None,
             metrics=self.metrics, kaiyuan_git_commit=kaiyuan_git_commit(),
             library_versions=library_versions(),
@@ -717,7 +757,9 @@ class ArtifactWriter:
 
     def _publish(self) -> Artifact:
         manifest, stats = self._manifest()
-        registry = Registry()
+        if self.registry is None:  # KAIYUAN_HOME's: the one whose artifacts folder holds the staging folder
+            self.registry = Registry()
+        registry = self.registry
         for parent in manifest.parents:
             found = registry.find_id(parent.id)
             if found is not None:
@@ -725,7 +767,7 @@ class ArtifactWriter:
                     registry.ensure_intact(found)
                 except ArtifactCorruptError as exc:
                     raise ArtifactCorruptError(f"cannot register {self.kind} {self.name!r}: its parent {exc}") from None
-        final = artifacts_dir() / manifest.id
+        final = self.path.parent / manifest.id  # the staging folder's sibling: registry.artifacts_dir()
         existing = self._existing(final, manifest, registry)
         if existing is not None:  # identical content already there: reuse it
             return existing

@@ -7,13 +7,12 @@ with a manifest.
 
 from __future__ import annotations
 
+import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import Any, Protocol
 
 from kaiyuan.data.near_misses import NearMissConfig, run_near_misses
 from kaiyuan.data.synthetic import SyntheticConfig, run_synthetic
@@ -30,6 +29,34 @@ from kaiyuan.train.sft import SFTConfig, run_sft
 
 DEMO_CHAT_PROMPT = "Convert this date to ISO 8601 format (YYYY-MM-DD). Reply with the date only.\n\nJuly 4th, 1976"
 DEMO_STREAM_PROMPT = "Rewrite the date below as YYYY-MM-DD. Answer with the date only.\n\n25 December 2024"
+
+
+class Reporter(Protocol):
+    """How the demo shows its progress (the CLI's is rich; text may carry rich markup such as ``[bold]``)."""
+
+    def rule(self, text: str) -> None: ...
+
+    def print(self, text: str, markup: bool = True) -> None: ...
+
+    def table(self, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None: ...
+
+
+MARKUP = re.compile(r"\[/?(?:bold|dim|cyan|green|red|yellow)(?: [a-z]+)*\]")
+
+
+class PlainReporter:
+    """Plain text on stderr, markup removed: the demo run as a library call."""
+
+    def rule(self, text: str) -> None:
+        self.print(f"── {text} ──")
+
+    def print(self, text: str, markup: bool = True) -> None:
+        sys.stderr.write((MARKUP.sub("", text) if markup else text) + "\n")
+
+    def table(self, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+        self.print(title, markup=False)
+        for row in (columns, *rows):
+            self.print("  ".join(row), markup=False)
 
 
 @dataclass
@@ -62,8 +89,8 @@ class DemoConfig:
     port: int = field(default=0, metadata={"help": "Server port (0: any free port)."})
 
 
-def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
-    console = console or Console(stderr=True)
+def run_demo(cfg: DemoConfig, console: Reporter | None = None) -> dict[str, Any]:
+    console = console or PlainReporter()
     started = time.time()
     registry = Registry()
 
@@ -110,7 +137,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
                                                        n_pairs=cfg.n_pairs, name=f"{cfg.task}-near-misses"), registry)
         console.print(f"near-miss pairs: [bold]{pairs.id}[/] ({len(misses)} of {cfg.n_candidates} conversations)")
         console.print("  e.g. " + ", ".join(f"{m.row['chosen'][0]['content']} ≻ {m.row['rejected'][0]['content']}"
-                                            for m in misses[:3]), markup=False, highlight=False)
+                                            for m in misses[:3]), markup=False)
         dpo = run_dpo(DPOConfig(model=sft.merged.id, data=pairs.id, name=f"{base.name}-{cfg.task}-dpo",
                                 learning_rate=cfg.dpo_learning_rate, beta=cfg.dpo_beta, sft_weight=cfg.dpo_sft_weight,
                                 batch_size=cfg.batch_size, lora_r=cfg.lora_r, lora_alpha=2 * cfg.lora_r,
@@ -123,19 +150,16 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
                                                    max_new_tokens=cfg.max_new_tokens), registry)
         rows.append(("tuned + DPO (merged)", dpo.merged.id, aligned))
         final = dpo.merged
-    table = Table(title=f"held-out exact match ({cfg.task}, n={after.n})")
-    for column in ("model", "id", "exact match", "correct"):
-        table.add_column(column)
-    for label, model_id, result in rows:
-        table.add_row(label, model_id, f"{result.exact_match:.3f}", f"{result.n_correct}/{result.n}")
-    console.print(table)
+    console.table(f"held-out exact match ({cfg.task}, n={after.n})", ("model", "id", "exact match", "correct"),
+                  [(label, model_id, f"{result.exact_match:.3f}", f"{result.n_correct}/{result.n}")
+                   for label, model_id, result in rows])
     console.print(f"loss curve: {sft.loss_curve_png}")
 
     step(n_steps - 1, "model card, data cards, license verdict and openness grade of the final model")
     openness = describe_openness(final.id, registry, console)
 
     step(n_steps, "serve the final model (OpenAI-compatible API)")
-    chat_reply, stream_reply = serve_and_ask(final.id, final.name, cfg)
+    chat_reply, stream_reply = serve_and_ask(final.id, final.name, cfg, console)
 
     summary = {
         "base_exact_match": before.exact_match, "tuned_exact_match": after.exact_match, "n_heldout": after.n,
@@ -152,11 +176,11 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     atomic_write_json(summary_path, summary)
     console.print(f"summary: {summary_path}  ({summary['seconds']:.0f}s in all)")
     if cfg.serve:
-        keep_serving(final.id, final.name, cfg)
+        keep_serving(final.id, final.name, cfg, console)
     return summary
 
 
-def describe_openness(model_id: str, registry: Registry, console: Console) -> dict[str, Any]:
+def describe_openness(model_id: str, registry: Registry, console: Reporter) -> dict[str, Any]:
     """Register the model's card and its datasets' cards, then say what its license and openness are."""
 
     cards = write_cards(model_id, registry, out=kaiyuan_home() / "demo" / "card")
@@ -180,14 +204,13 @@ def describe_openness(model_id: str, registry: Registry, console: Console) -> di
             "openness_index": openness.index_score, "osaid_passes": openness.osaid["passes"]}
 
 
-def serve_and_ask(model_ref: str, model_name: str, cfg: DemoConfig) -> tuple[str, str]:
+def serve_and_ask(model_ref: str, model_name: str, cfg: DemoConfig, console: Reporter) -> tuple[str, str]:
     from openai import OpenAI
 
-    from kaiyuan.serve.app import create_app
     from kaiyuan.serve.engines.transformers_engine import TransformersEngine
+    from kaiyuan.serve.routes import create_app
     from kaiyuan.serve.server import BackgroundServer
 
-    console = Console(stderr=True)
     engine = TransformersEngine.from_reference(model_ref, model_id=model_name)
     with BackgroundServer(create_app({model_name: engine}), host=cfg.host) as server:
         console.print(f"server up at {server.base_url}")
@@ -209,15 +232,15 @@ def serve_and_ask(model_ref: str, model_name: str, cfg: DemoConfig) -> tuple[str
     return chat_reply, stream_reply
 
 
-def keep_serving(model_ref: str, model_name: str, cfg: DemoConfig) -> None:
+def keep_serving(model_ref: str, model_name: str, cfg: DemoConfig, console: Reporter) -> None:
     import uvicorn
 
-    from kaiyuan.serve.app import create_app
     from kaiyuan.serve.engines.transformers_engine import TransformersEngine
+    from kaiyuan.serve.routes import create_app
 
     engine = TransformersEngine.from_reference(model_ref, model_id=model_name)
     port = cfg.port or 8000
-    Console(stderr=True).print(f"serving {model_name} at http://{cfg.host}:{port}/v1 (Ctrl-C to stop)")
+    console.print(f"serving {model_name} at http://{cfg.host}:{port}/v1 (Ctrl-C to stop)")
     uvicorn.run(create_app({model_name: engine}), host=cfg.host, port=port, log_level="info")
 
 

@@ -6,23 +6,27 @@ dependency order, either
 * **re-made** by the stage that produced it, from what its manifest records — ``create-tiny`` (config
   ``template`` + ``seed``), ``data synthetic`` (config ``task``, ``n_train``, ``n_heldout``, ``split`` +
   ``seed``), ``train <stage>`` (the resolved stage config; references to models and data are replaced by
-  the re-made parents' ids) and ``merge`` (the adapter parent) — or
+  the re-made parents' ids) and merges (``kaiyuan export --to merged`` or a training stage's ``--merge``: the
+  adapter parent) — looked up by the manifest's ``stage`` (older manifests: by their ``source``) — or
 * **copied in as an input** when it came from outside (a hub model, a local directory, a GGUF file, a data
   file): its files must still match the sha256 its manifest records.
 
 Then every file of the re-made artifact is compared with the original's: the sha256 recorded in the
 original manifest, the original file as it is on disk now, and the reproduced file. Ids are content
 hashes (kind, files, parents), so an exact reproduction also gets the original's id.
+
+Two registries are open at once: the original's and the fresh home's (``Registry(home)``); every stage is run
+with ``registry=`` the fresh one, and KAIYUAN_HOME (``os.environ``) is never changed. (Training stages still
+keep their run folders — checkpoints, completion records — under KAIYUAN_HOME's ``runs/``: :func:`kaiyuan.home.run_dir`
+takes no registry yet.)
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -31,14 +35,18 @@ from kaiyuan.config import load_config
 from kaiyuan.data.synthetic import SyntheticConfig, run_synthetic
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.export.merge import merge_adapter
-from kaiyuan.home import artifacts_dir
 from kaiyuan.hub.manifest import hash_tree, kaiyuan_git_commit, library_versions, read_manifest
 from kaiyuan.hub.registry import Artifact, Registry
 from kaiyuan.models import create_tiny_llama
-from kaiyuan.pipeline.stages import TRAINING_STAGES
+from kaiyuan.pipeline.stages import STAGES, TRAINING_STAGES
 from kaiyuan.train.launch import launch
 
 IDENTICAL, DIFFERS, INPUT, CANNOT = "identical", "differs", "input", "cannot reproduce"
+# A manifest's ``stage`` for what no entry of STAGES makes: kaiyuan.models.create_tiny_llama, export.merge_adapter.
+TINY_STAGE, MERGE_STAGE = "create_tiny", "merge"
+TINY_COMMAND = "kaiyuan models create-tiny"
+MERGE_COMMAND = "kaiyuan export --to merged"  # or a training stage's --merge: the same merge_adapter
+# Manifests from before the ``stage`` field: recognised by their source
 TINY_SOURCE = "kaiyuan.tiny (random weights)"  # kaiyuan.models.create_tiny_llama
 SYNTHETIC_SOURCE = "kaiyuan.data.synthetic:"  # kaiyuan.data.synthetic.run_synthetic
 TRAINED_SOURCE = "kaiyuan train "  # kaiyuan.train.common.register_trained, ppo, reward
@@ -107,20 +115,6 @@ class ReproductionReport:
                 "artifacts": [a.to_dict() for a in self.artifacts]}
 
 
-@contextlib.contextmanager
-def using_home(path: Path) -> Iterator[None]:
-    """Point KAIYUAN_HOME (and so the registry and artifacts) at ``path`` for the duration."""
-    previous = os.environ.get("KAIYUAN_HOME")
-    os.environ["KAIYUAN_HOME"] = str(path)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("KAIYUAN_HOME", None)
-        else:
-            os.environ["KAIYUAN_HOME"] = previous
-
-
 def ancestry(registry: Registry, artifact_id: str) -> list[str]:
     """The artifact and all its ancestors, every parent before its children."""
     order: list[str] = []
@@ -156,7 +150,7 @@ def reproduce(ref: str, home: Path | None = None, registry: Registry | None = No
         report.home = None
         return report
     home = home.expanduser().resolve()
-    if home == registry.path.parent.resolve():
+    if home == registry.home.resolve():
         raise KaiyuanError(f"{home} is the home being checked; reproduce into a new or empty directory")
     if home.exists() and (not home.is_dir() or any(home.iterdir())):
         raise KaiyuanError(f"{home}: not an empty directory; reproduce into a new or empty directory")
@@ -165,10 +159,12 @@ def reproduce(ref: str, home: Path | None = None, registry: Registry | None = No
 
 
 class Reproduction:
-    """One reproduction: original artifacts → the ones re-made (or copied) in the fresh home."""
+    """One reproduction: original artifacts (``original``, their registry) → the ones re-made (or copied) in the
+    fresh home (``fresh``, its registry, open from :meth:`run` on)."""
 
     def __init__(self, registry: Registry, on_artifact: Callable[[ArtifactReport], None] | None = None) -> None:
         self.original = registry
+        self.fresh: Registry | None = None
         self.on_artifact = on_artifact
         self.made: dict[str, Artifact] = {}  # original id → artifact in the fresh home
         self.merged_by_adapter: dict[str, Artifact] = {}  # re-made adapter id → model merged by its training run
@@ -179,12 +175,12 @@ class Reproduction:
         started = time.time()
         order = ancestry(self.original, target.id)
         reports = []
-        with using_home(home):
-            for artifact_id in order:
-                report = self.reproduce_one(artifact_id)
-                reports.append(report)
-                if self.on_artifact:
-                    self.on_artifact(report)
+        self.fresh = Registry(home)
+        for artifact_id in order:
+            report = self.reproduce_one(artifact_id)
+            reports.append(report)
+            if self.on_artifact:
+                self.on_artifact(report)
         return ReproductionReport(target.id, str(home), reports, time.time() - started)
 
     def reproduce_one(self, artifact_id: str) -> ArtifactReport:
@@ -198,8 +194,10 @@ class Reproduction:
             report.reason = f"needs {', '.join(absent)}, which could not be reproduced or copied"
             return report
         if remake is None:
-            return self._copy_input(original, report, reason=None if not original.manifest.get("parents") else
-                                    f"no kaiyuan stage re-makes source {original.manifest.get('source')!r}")
+            stage = original.manifest.get("stage")
+            why = (f"kaiyuan reproduce does not re-run the {stage} stage" if stage else
+                   f"no kaiyuan stage re-makes source {original.manifest.get('source')!r}")
+            return self._copy_input(original, report, reason=None if not original.manifest.get("parents") else why)
         try:
             made = remake(self, original)
         except CannotReproduce as exc:
@@ -229,9 +227,9 @@ class Reproduction:
             report.reason = "; ".join(filter(None, [reason, "its files no longer match its manifest: not copied"]))
             return report
 
-        destination = artifacts_dir() / original.id
+        destination = self.registry.artifacts_dir() / original.id
         shutil.copytree(original.path, destination)
-        self.made[original.id] = Registry().add(read_manifest(destination), destination)
+        self.made[original.id] = self.registry.add(read_manifest(destination), destination)
         report.reproduced_id = original.id
         report.status = INPUT if reason is None else CANNOT
         report.how = "input: copied, sha256 verified" if reason is None else f"{report.how}; copied, sha256 verified"
@@ -248,6 +246,13 @@ class Reproduction:
     def new_id(self, original_id: str) -> str:
         return self.made[original_id].id
 
+    @property
+    def registry(self) -> Registry:
+        """The fresh home's registry: where everything re-made or copied is written."""
+        if self.fresh is None:
+            raise KaiyuanError("the reproduction has not started: no fresh home yet")
+        return self.fresh
+
 
 def _on_disk(artifact: Artifact) -> dict[str, str]:
     return hash_tree(artifact.path) if artifact.path.is_dir() else {}
@@ -262,16 +267,35 @@ Remake = Callable[[Reproduction, Artifact], Artifact]
 
 
 def recipe_of(manifest: dict[str, Any]) -> tuple[str, Remake | None]:
-    """The command that made an artifact and the function that re-makes it (None: an input from outside)."""
+    """The command that made an artifact and the function that re-makes it (None: an input from outside, or a
+    stage reproduce does not re-run). By the manifest's ``stage`` (in :data:`STAGES`, or create-tiny / merge);
+    a manifest written before that field existed is recognised by its ``source``."""
 
+    recorded = manifest.get("stage")
+    if recorded:
+        if recorded == TINY_STAGE:
+            return TINY_COMMAND, remake_tiny
+        if recorded == MERGE_STAGE:
+            return MERGE_COMMAND, remake_merge
+        stage_entry = STAGES.get(recorded)
+        if stage_entry is None:
+            return f"stage {recorded!r}", remake_unknown_stage
+        if stage_entry in TRAINING_STAGES:
+            return f"kaiyuan {stage_entry.command}", remake_trained
+        return f"kaiyuan {stage_entry.command}", REMAKES.get(recorded)
+    return _recipe_from_source(manifest)
+
+
+def _recipe_from_source(manifest: dict[str, Any]) -> tuple[str, Remake | None]:
+    """``recipe_of`` for manifests without a ``stage``: what their ``source`` (and ``config.stage``) say."""
     source = manifest.get("source") or ""
     stage = (manifest.get("config") or {}).get("stage")
     if source == TINY_SOURCE:
-        return "kaiyuan models create-tiny", remake_tiny
+        return TINY_COMMAND, remake_tiny
     if source.startswith(SYNTHETIC_SOURCE):
         return "kaiyuan data synthetic", remake_synthetic
-    if stage == "merge":
-        return "kaiyuan merge", remake_merge
+    if stage == MERGE_STAGE:
+        return MERGE_COMMAND, remake_merge
     if source.startswith(TRAINED_SOURCE):
         known = {s.name for s in TRAINING_STAGES}
         return f"kaiyuan train {stage or '?'}", remake_trained if stage in known else remake_unknown_stage
@@ -295,7 +319,7 @@ def remake_tiny(session: Reproduction, original: Artifact) -> Artifact:
     recorded_shape = {k: config.get(k, v) for k, v in made_shape.items()}
     if recorded_shape != made_shape:
         raise CannotReproduce(f"create-tiny makes {made_shape}; the manifest records {recorded_shape}")
-    return create_tiny_llama(template=config["template"], seed=original.manifest["seed"])
+    return create_tiny_llama(template=config["template"], seed=original.manifest["seed"], registry=session.registry)
 
 
 def remake_synthetic(session: Reproduction, original: Artifact) -> Artifact:
@@ -311,7 +335,7 @@ def remake_synthetic(session: Reproduction, original: Artifact) -> Artifact:
                               seed=seed)
     key = tuple(asdict(cfg).values())
     if key not in session.synthetic_runs:
-        session.synthetic_runs[key] = run_synthetic(cfg)
+        session.synthetic_runs[key] = run_synthetic(cfg, registry=session.registry)
     if split not in session.synthetic_runs[key]:
         raise CannotReproduce(f"config.split {split!r} is not a split run_synthetic makes")
     return session.synthetic_runs[key][split]
@@ -322,7 +346,10 @@ def remake_trained(session: Reproduction, original: Artifact) -> Artifact:
 
     manifest = original.manifest
     values = {k: v for k, v in (manifest.get("config") or {}).items() if k != "stage"}
-    stage = next(s for s in TRAINING_STAGES if s.name == manifest["config"]["stage"])
+    stage_name = manifest.get("stage") or (manifest.get("config") or {}).get("stage")
+    stage = next((s for s in TRAINING_STAGES if s.name == stage_name), None)
+    if stage is None:
+        return remake_unknown_stage(session, original)
     config_class = stage.config
     required = [f.name for f in fields(config_class) if f.name in REFERENCE_RELATIONS and f.name not in values]
     if required:
@@ -345,18 +372,20 @@ def remake_trained(session: Reproduction, original: Artifact) -> Artifact:
         raise CannotReproduce(str(exc)) from None
     if getattr(cfg, "nproc", 1) > 1:
 
-        summary = launch(cfg, stage.name)
-        artifact = Registry().get(summary["artifact_id"])
+        summary = launch(cfg, stage.name, session.registry)
+        artifact = session.registry.get(summary["artifact_id"])
         if summary.get("merged_model_id"):
-            session.merged_by_adapter[artifact.id] = Registry().get(summary["merged_model_id"])
+            session.merged_by_adapter[artifact.id] = session.registry.get(summary["merged_model_id"])
         return artifact
-    result = stage.run(cfg)
+    result = stage.run(cfg, registry=session.registry)
     if result.merged is not None:
         session.merged_by_adapter[result.artifact.id] = result.merged
     return result.artifact
 
 
 def remake_unknown_stage(session: Reproduction, original: Artifact) -> Artifact:
+    if original.manifest.get("stage"):
+        raise CannotReproduce(f"stage {original.manifest['stage']!r} is not a stage of this kaiyuan")
     stage = (original.manifest.get("config") or {}).get("stage")
     if stage is None:
         raise CannotReproduce("the manifest does not record config.stage", ["config.stage"])
@@ -373,4 +402,8 @@ def remake_merge(session: Reproduction, original: Artifact) -> Artifact:
     made_adapter = session.made[adapter]
     if made_adapter.id in session.merged_by_adapter:
         return session.merged_by_adapter[made_adapter.id]
-    return merge_adapter(made_adapter, name=original.name)
+    return merge_adapter(made_adapter, session.registry, name=original.name)
+
+
+# the stages of STAGES (other than the training stages) that reproduce re-runs; the others' artifacts are copied
+REMAKES: dict[str, Remake] = {"synthetic": remake_synthetic}

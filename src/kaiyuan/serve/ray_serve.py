@@ -63,8 +63,8 @@ def app_builder(models: list[str], engine: str, api_key_hashes: list[str], defau
     """A no-argument function (pickled to the replicas) that loads the engines and returns the wrapped app."""
 
     def build() -> Any:
-        from kaiyuan.serve.app import create_app
         from kaiyuan.serve.operations import with_operations
+        from kaiyuan.serve.routes import create_app
 
         engines = build_engines(models, engine, llamacpp_options,
                                 max_batch_size=(llamacpp_options or {}).get("n_parallel", 8))

@@ -3,40 +3,62 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from kaiyuan.data.datasets import DATA_FILE, dataset_records, resolve_dataset
+from kaiyuan.data.datasets import resolve_dataset_records
 from kaiyuan.data.formats import Record
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.export.merge import merge_adapter
 from kaiyuan.home import run_dir as home_run_dir
 from kaiyuan.home import run_key
+from kaiyuan.hub.licenses import UNKNOWN as NOASSERTION
 from kaiyuan.hub.manifest import Parent, atomic_write_json
 from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
 from kaiyuan.models import resolve_model
-from kaiyuan.train.distributed import deepspeed_config, deepspeed_environment, is_zero3
+from kaiyuan.train.distributed import deepspeed_config, deepspeed_environment, is_main_process, is_zero3
 
 
 def stage_inputs(model_ref: str, data_ref: str, data_license: str, stage: str, registry: Registry,
                  need_pairs: bool = False) -> tuple[Artifact, Artifact, list[Record]]:
     """The starting model (a model, not an adapter), the dataset and its records, or a clear error —
-    before any model is loaded."""
+    before any model is loaded or built. The data is checked first (a missing file, a format kaiyuan does not
+    read, a bad record: named ``FILE:LINE`` in the file the user gave); a dataset without a license gets a
+    warning on stderr."""
 
-    start = resolve_model(model_ref, registry)
-    if start.kind != "model":
-        raise KaiyuanError(f"{model_ref!r} is an adapter; {stage} starts from a model (merge the adapter first)")
-    data = resolve_dataset(data_ref, registry, license=data_license)
-    records = dataset_records(data)
+    data, records, where = resolve_dataset_records(data_ref, registry, license=data_license)
     if not records:
         raise KaiyuanError(f"dataset {data.id} has no records")
     if need_pairs:
         for record in records:
             if not record.is_preference:
-                raise KaiyuanError(f"{data.id}/{DATA_FILE}:{record.line}: record: not a preference pair (needs "
+                raise KaiyuanError(f"{where}:{record.line}: record: not a preference pair (needs "
                                    f"prompt, chosen and rejected) — {stage} learns from pairs")
+    start = resolve_model(model_ref, registry)
+    if start.kind != "model":
+        raise KaiyuanError(f"{model_ref!r} is an adapter; {stage} starts from a model (merge the adapter first)")
+    warn_unlicensed(data)
     return start, data, records
+
+
+def unlicensed_warning(data: Artifact) -> str | None:
+    """The warning for training on a dataset without a license (NOASSERTION), else None."""
+    if data.license != NOASSERTION:
+        return None
+    return (f"warning: dataset {data.name} ({data.id}) has no license (NOASSERTION): models trained on it cannot be "
+            "shared with a clear license; pass --data-license SPDX-ID")
+
+
+def warn_unlicensed(data: Artifact) -> None:
+    """Print :func:`unlicensed_warning` on stderr (once, on rank 0 of a distributed run)."""
+    import sys
+
+
+    message = unlicensed_warning(data)
+    if message and is_main_process():
+        print(message, file=sys.stderr)
 
 
 def use_cpu() -> bool:
@@ -304,22 +326,9 @@ def reporting() -> str | list[str]:
     return ["tensorboard"] if importlib.util.find_spec("tensorboard") else "none"
 
 
-class KillAtStep:
-    """Fault injection for the resume tests: SIGKILL this process when step ``N`` begins
-    (``KAIYUAN_KILL_AT_STEP=N``)."""
-
-    def __new__(cls, step: int) -> Any:
-        import os
-        import signal
-
-        from transformers import TrainerCallback
-
-        class Callback(TrainerCallback):
-            def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-                if state.global_step == step:
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-        return Callback()
+#: Trainer callbacks every :func:`train` adds besides its ``callbacks`` argument: a way for code that runs the
+#: ``kaiyuan`` CLI in-process (an embedding application, a test harness) to watch or steer every training run.
+extra_callbacks: list[Any] = []
 
 
 class _AtFinalStep(Exception):
@@ -367,8 +376,9 @@ def last_complete_checkpoint(directory: str) -> str | None:
     return None
 
 
-def train(trainer: Any, opts: TrainOptions) -> Any:
-    """``trainer.train()``, continuing from the run's last checkpoint when ``opts.resume``.
+def train(trainer: Any, opts: TrainOptions, callbacks: Sequence[Any] = ()) -> Any:
+    """``trainer.train()``, continuing from the run's last checkpoint when ``opts.resume``; ``callbacks`` (and
+    :data:`extra_callbacks`) are added to the trainer first.
 
     When that checkpoint is the run's final step (it finished training but was never registered), nothing is
     trained: the trainer loads the checkpoint and stops before the step past ``max_steps`` that transformers
@@ -378,8 +388,8 @@ def train(trainer: Any, opts: TrainOptions) -> Any:
 
     from transformers.trainer_utils import TrainOutput
 
-    if os.environ.get("KAIYUAN_KILL_AT_STEP"):
-        trainer.add_callback(KillAtStep(int(os.environ["KAIYUAN_KILL_AT_STEP"])))
+    for callback in (*extra_callbacks, *callbacks):
+        trainer.add_callback(callback)
     checkpoint = None
     if opts.resume:
         directory = trainer.args.output_dir
@@ -468,7 +478,8 @@ def register_trained(trainer: Any, opts: TrainOptions, *, stage: str, start: Art
     kind = "adapter" if opts.method in ADAPTER_METHODS else "model"
     relation = "adapter" if opts.method in ADAPTER_METHODS else "finetune"
     name = opts.name or f"{start.name}-{stage}-{opts.method}"
-    with ArtifactWriter(kind, name, license=start.license, source=f"kaiyuan train {stage}",
+    with ArtifactWriter(kind, name, license=start.license, source=f"kaiyuan train {stage}", stage=stage,
+                        registry=registry,
                         parents=[Parent(start.id, relation), *parents],
                         config={"stage": stage, **asdict(opts)}, seed=opts.seed,
                         chat_template=tokenizer.chat_template, metrics=metrics) as writer:

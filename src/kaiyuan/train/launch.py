@@ -25,20 +25,22 @@ from kaiyuan.train.distributed import deepspeed_config, is_worker, torch_cuda
 __all__ = ["is_worker", "launch"]
 
 
-def launch(cfg: Any, stage: str) -> dict[str, Any]:
-    """Run ``kaiyuan train STAGE`` in ``cfg.nproc`` torchrun workers and return rank 0's summary."""
+def launch(cfg: Any, stage: str, registry: Registry | None = None) -> dict[str, Any]:
+    """Run ``kaiyuan train STAGE`` in ``cfg.nproc`` torchrun workers and return rank 0's summary. The workers use
+    ``registry``'s home (default: KAIYUAN_HOME) as theirs."""
 
     deepspeed_config(getattr(cfg, "deepspeed", None))  # a wrong name or a missing package fails here, not in N workers
-    resolved = replace(cfg, model=resolve_model(cfg.model).id,
-                       data=resolve_dataset(cfg.data, license=cfg.data_license).id)
-    if (done := finished_run(resolved, stage, Registry(), resolved.model, resolved.data)) is not None:
+    registry = registry or Registry()
+    resolved = replace(cfg, model=resolve_model(cfg.model, registry).id,
+                       data=resolve_dataset(cfg.data, registry, license=cfg.data_license).id)
+    if (done := finished_run(resolved, stage, registry, resolved.model, resolved.data)) is not None:
         return done.summary()  # the workers' run (their options are these resolved ones) already finished
     with tempfile.TemporaryDirectory() as tmp:
         config_file = Path(tmp) / f"{stage}.json"
         config_file.write_text(json.dumps(asdict(resolved)))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.nproc}",
                    "-m", "kaiyuan.cli", "train", stage, "--config", str(config_file), "--json"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "KAIYUAN_HOME": str(registry.home)}  # the workers' home
         if getattr(cfg, "deepspeed", None) and not torch_cuda():
             env["DS_ACCELERATOR"] = "cpu"
         done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env)  # nosec B603: torchrun relaunching this command

@@ -243,7 +243,8 @@ def register_ppo(cfg: PPOConfig, policy: Any, value_head: ValueHead, tokenizer: 
         parents.append(Parent(reward_artifact.id, "reward_model"))
     name = cfg.name or f"{start.name}-ppo-{cfg.method}"
     with ArtifactWriter("adapter" if cfg.method == "lora" else "model", name, license=start.license,
-                        source="kaiyuan train ppo", parents=parents, config={"stage": "ppo", **asdict(cfg)},
+                        source="kaiyuan train ppo", stage="ppo", registry=registry, parents=parents,
+                        config={"stage": "ppo", **asdict(cfg)},
                         seed=cfg.seed, chat_template=tokenizer.chat_template, metrics=metrics) as writer:
         policy.save_pretrained(writer.path, safe_serialization=True)
         tokenizer.save_pretrained(writer.path)

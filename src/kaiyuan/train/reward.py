@@ -16,7 +16,7 @@ from typing import Any
 from kaiyuan.data.templates import render
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.manifest import Parent
-from kaiyuan.hub.registry import Artifact, ArtifactWriter, Registry
+from kaiyuan.hub.registry import Artifact, Registry
 from kaiyuan.models import resolve_model
 from kaiyuan.progress import progress_bar
 from kaiyuan.train.common import (
@@ -136,10 +136,10 @@ def run_reward(cfg: RewardConfig, registry: Registry | None = None) -> TrainResu
     name = cfg.name or f"{start.name}-reward"
     from dataclasses import asdict
 
-    with ArtifactWriter("model", name, license=start.license, source="kaiyuan train reward",
-                        parents=[Parent(start.id, "finetune"), Parent(data.id, "dataset")],
-                        config={"stage": "reward", **asdict(cfg)}, seed=cfg.seed,
-                        chat_template=tokenizer.chat_template, metrics=metrics) as writer:
+    with registry.writer("model", name, license=start.license, source="kaiyuan train reward", stage="reward",
+                         parents=[Parent(start.id, "finetune"), Parent(data.id, "dataset")],
+                         config={"stage": "reward", **asdict(cfg)}, seed=cfg.seed,
+                         chat_template=tokenizer.chat_template, metrics=metrics) as writer:
         trained.save_pretrained(writer.path, safe_serialization=True)
         tokenizer.save_pretrained(writer.path)
         write_metrics(writer.path / "metrics.jsonl", rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class ContextLengthError(ValueError):
@@ -105,16 +105,20 @@ class Engine(Protocol):
     def stream(self, messages: list[dict[str, Any]], params: SamplingParams) -> Iterator[StreamEvent]: ...
 
 
+@runtime_checkable
 class CompletionEngine(Engine, Protocol):
-    """Optional: raw-text completion (``/v1/completions``); the prompt is text or token ids, no chat template."""
+    """Optional: raw-text completion (``/v1/completions``); the prompt is text or token ids, no chat template.
+    The API checks for it with ``isinstance(engine, CompletionEngine)``."""
 
     def complete(self, prompt: str | list[int], params: SamplingParams) -> Generation: ...
 
     def complete_stream(self, prompt: str | list[int], params: SamplingParams) -> Iterator[StreamEvent]: ...
 
 
+@runtime_checkable
 class EmbeddingEngine(Protocol):
-    """Optional: ``/v1/embeddings``; one L2-normalized vector per input (text or token ids)."""
+    """Optional: ``/v1/embeddings``; one L2-normalized vector per input (text or token ids). The API checks for it
+    with ``isinstance(engine, EmbeddingEngine)``."""
 
     context_length: int
 
