@@ -35,8 +35,9 @@ def write_jsonl(path, rows):
     return path
 
 
-def run_cli(monkeypatch, capsys, *args):
-    """``kaiyuan ARGS`` in this process, as ``main()`` runs it: (exit code, stdout, stderr), lines unwrapped."""
+def run_cli(monkeypatch, capsys, *args, width=1000):
+    """``kaiyuan ARGS`` in this process, as ``main()`` runs it: (exit code, stdout, stderr), lines unwrapped (the
+    result console ``width`` columns wide: 80 for a plain terminal)."""
     import sys
 
     from kaiyuan import cli as cli_module
@@ -44,7 +45,7 @@ def run_cli(monkeypatch, capsys, *args):
 
     monkeypatch.setattr(sys, "argv", ["kaiyuan", *map(str, args)])
     monkeypatch.setattr(output.err_console, "width", 1000)
-    monkeypatch.setattr(output.console, "width", 1000)
+    monkeypatch.setattr(output.console, "width", width)
     code = 0
     try:
         cli_module.main()

@@ -40,9 +40,9 @@ def quarantine_dir(home: Path | None = None) -> Path:
     return path
 
 
-def runs_dir() -> Path:
+def runs_dir(home: Path | None = None) -> Path:
     """Training runs' checkpoints (``runs/<stage>-<config hash>/checkpoint-N``); not created here."""
-    return kaiyuan_home() / "runs"
+    return (home if home is not None else kaiyuan_home()) / "runs"
 
 
 def run_key(config: dict[str, Any], stage: str) -> str:
@@ -51,9 +51,20 @@ def run_key(config: dict[str, Any], stage: str) -> str:
     return hashlib.sha256(json.dumps([stage, options], sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def run_dir(stage: str, options: dict[str, Any]) -> Path:
-    """Where a run keeps its checkpoints: named by a hash of its options, so ``--resume`` finds it."""
-    return runs_dir() / f"{stage}-{run_key(options, stage)}"
+def run_dir(stage: str, options: dict[str, Any], home: Path | None = None) -> Path:
+    """Where a run keeps its checkpoints (in ``home``, default KAIYUAN_HOME): named by a hash of its options, so
+    ``--resume`` finds it."""
+    return runs_dir(home) / f"{stage}-{run_key(options, stage)}"
+
+
+def recorded_run_dir(manifest: dict[str, Any], home: Path | None = None) -> Path | None:
+    """The run folder a training stage used for an artifact: :func:`run_dir` of the options its manifest records
+    (None when it records no training stage)."""
+    config = dict(manifest.get("config") or {})
+    stage = config.pop("stage", None)
+    if not isinstance(stage, str) or not stage or not all(isinstance(k, str) and k.isidentifier() for k in config):
+        return None
+    return run_dir(stage, config, home)
 
 
 def shared_data_dir() -> Path:

@@ -26,19 +26,7 @@ LONG = "a-dataset-name-long-enough-that-a-table-at-eighty-columns-has-to-wrap-it
 
 def run_at(width, monkeypatch, capsys, *args):
     """``kaiyuan ARGS`` with the result console ``width`` columns wide (as in an 80-column terminal)."""
-    from kaiyuan import cli as cli_module
-    from kaiyuan.cli import output
-
-    monkeypatch.setattr(sys, "argv", ["kaiyuan", *map(str, args)])
-    monkeypatch.setattr(output.err_console, "width", 1000)
-    monkeypatch.setattr(output.console, "width", width)
-    code = 0
-    try:
-        cli_module.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(monkeypatch, capsys, *args, width=width)
 
 
 def make(kind, name, license="Apache-2.0", parents=(), config=None):

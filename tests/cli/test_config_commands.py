@@ -91,3 +91,92 @@ def test_ratings_with_a_yaml_config(home, tmp_path, monkeypatch, capsys):
 def test_export_keeps_its_own_error_for_an_unknown_target(home, monkeypatch, capsys):
     code, out, err = run_cli(monkeypatch, capsys, "export", "tiny-llama", "--to", "onnx")
     assert (code, out, err) == (2, "", "error: unknown export target 'onnx': choose merged, gguf or ollama\n")
+
+
+def _leaf_commands(typer_app):
+    """Every command of ``typer_app`` under its full name (``"models rm"``), groups walked through."""
+    found = {}
+
+    def walk(command, path, parent):
+        if hasattr(command, "list_commands"):  # a group: the root, models, data, train, arena, …
+            ctx = typer.Context(command, parent=parent, info_name=path[-1] if path else "kaiyuan")
+            for name in command.list_commands(ctx):
+                walk(command.get_command(ctx, name), [*path, name], ctx)
+        else:
+            found[" ".join(path)] = command
+
+    walk(typer.main.get_command(typer_app), [], None)
+    return found
+
+
+def _not_from_a_config(typer_app):
+    return sorted(name for name, command in _leaf_commands(typer_app).items()
+                  if not {"--config", "--print-config"} <= {o for p in command.params for o in p.opts})
+
+
+def test_every_command_takes_its_options_from_a_config_class():
+    commands = _leaf_commands(app)
+    assert {"data validate", "data convert", "run", "chat", "models list", "models rm", "license", "verify",
+            "serve", "eval", "arena ratings", "train sft"} <= set(commands)
+    assert _not_from_a_config(app) == []
+
+
+def test_a_hand_written_command_is_caught():
+    from kaiyuan.cli.from_config import command_from_config
+
+    probe = typer.Typer()
+    group = typer.Typer()
+
+    @group.command("by-hand")
+    def by_hand(name: str = typer.Option("x", help="Written by hand.")) -> None:
+        """Not built from a config class."""
+
+    @dataclasses.dataclass
+    class Probe:
+        name: str = dataclasses.field(default="x", metadata={"help": "From a config class."})
+
+    command_from_config(group, "from-config", Probe, lambda cfg, json_output: None, help="Built from Probe.")
+    probe.add_typer(group, name="group")
+    assert _not_from_a_config(probe) == ["group by-hand"]
+
+
+def test_converted_commands_keep_their_flag_spellings():
+    assert _flags(_command("data", "validate"))["format"] == (("--format", "-f"), ())
+    assert _flags(_command("data", "validate"))["file"] == (("file",), ())
+    assert _flags(_command("data", "validate"))["skip_invalid"] == (("--skip-invalid",), ("--no-skip-invalid",))
+    convert = _flags(_command("data", "convert"))
+    assert (convert["file"], convert["output"]) == ((("file",), ()), (("output",), ()))
+    assert (convert["source_format"], convert["target_format"]) == ((("--from",), ()), (("--to",), ()))
+    assert (convert["register"], convert["license"]) == ((("--register",), ()), (("--license",), ()))
+    run = _flags(_command("run"))
+    assert (run["recipe"], run["check"], run["cache"]) == ((("recipe",), ()), (("--check",), ()),
+                                                           (("--cache",), ("--no-cache",)))
+    chat = _flags(_command("chat"))
+    assert chat["model"] == (("model",), ())
+    assert {chat[n][0][0] for n in ("system", "max_tokens", "temperature", "top_p", "seed", "engine")} == {
+        "--system", "--max-tokens", "--temperature", "--top-p", "--seed", "--engine"}
+    assert _flags(_command("models", "list"))["kind"] == (("--kind",), ())
+    assert _flags(_command("models", "show"))["ref"] == (("ref",), ())
+    assert _flags(_command("models", "create-tiny"))["template"] == (("--template",), ())
+    assert _command("models", "rm").params[0].nargs == -1
+    assert _flags(_command("models", "rm"))["force"] == (("--force",), ())
+    assert _flags(_command("models", "gc"))["dry_run"] == (("--dry-run",), ())
+    assert _flags(_command("license"))["verbose"] == (("--verbose", "-v"), ())
+    assert _flags(_command("card"))["out"] == (("--out",), ())
+    assert _flags(_command("reproduce"))["home"] == (("--home",), ())
+    assert _flags(_command("verify"))["repair"] == (("--repair",), ())
+    assert all(_flags(c)["json_output"] == (("--json",), ()) for c in _leaf_commands(app).values() if c.params
+               and any(p.name == "json_output" for p in c.params))
+
+
+def test_data_validate_reads_a_yaml_config_and_keeps_its_exit_code(home, tmp_path, monkeypatch, capsys):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"instruction": "hi", "output": "hello"}\n{"nope": 1}\n', encoding="utf-8")
+    config = tmp_path / "validate.yaml"
+    config.write_text("format: alpaca\n", encoding="utf-8")
+    code, out, err = run_cli(monkeypatch, capsys, "data", "validate", data, "--config", config, "--json")
+    assert code == 2
+    assert '"format": "alpaca"' in out and '"invalid": 1' in out
+    code, out, _ = run_cli(monkeypatch, capsys, "data", "validate", data, "-f", "alpaca", "--print-config")
+    keys = [line for line in out.splitlines() if not line.startswith("#")]
+    assert (code, keys) == (0, [f"file: {data}", "format: alpaca", "skip_invalid: false", "rejects: null"])

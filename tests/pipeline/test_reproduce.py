@@ -44,9 +44,13 @@ def test_tiny_pipeline_reproduces_identically_and_a_tampered_file_is_named(home,
     lineage = [tiny["id"], data["train"].id, adapter.id, merged.id]
     assert [a.manifest["stage"] for a in (data["train"], adapter, merged)] == ["synthetic", "sft", "merge"]
 
+    runs_before = sorted(p.name for p in (home / "runs").iterdir())
     report = reproduce(merged.id, home=tmp_path / "again")
     assert [(a.id, a.status, a.reproduced_id, a.differences) for a in report.artifacts] == [
         (i, IDENTICAL, i, []) for i in lineage]
+    # the re-run trained in the fresh home: its run folder is there, and the original home's runs are untouched
+    assert sorted(p.name for p in (home / "runs").iterdir()) == runs_before
+    assert [p.name[:4] for p in (tmp_path / "again" / "runs").iterdir()] == ["sft-"]
     assert [a.how for a in report.artifacts] == ["kaiyuan models create-tiny", "kaiyuan data synthetic",
                                                  "kaiyuan train sft", "kaiyuan export --to merged"]
     assert report.ok and os.environ["KAIYUAN_HOME"] == str(home)

@@ -1,7 +1,7 @@
 """DeepSpeed ZeRO-2 / ZeRO-3 SFT on CPU (torchrun, gloo, DeepSpeed's CPU accelerator) matches the 2-process DDP
 run with the same global batch.
 
-Tolerances: weights within 1e-5, as for DDP against one process (tests/test_distributed.py); losses within a
+Tolerances: weights within 1e-5, as for DDP against one process (tests/train/test_distributed.py); losses within a
 relative 1e-5. Both runs see the same 2 × 2 examples per step and average the same gradients; only the order of
 fp32 reductions differs (ZeRO reduce-scatters gradient buckets and computes the clipping norm per partition). Measured
 after 3 AdamW steps: ZeRO-2 bit-identical to DDP (same artifact id), ZeRO-3 5.5e-6, ZeRO-2 in one process 6.3e-6 (as

@@ -23,7 +23,7 @@ def prompts(tiny):
 def test_grpo_trains_with_verifiable_rewards_deterministically(tiny, prompts):
     cfg = dict(model="tiny-llama", data="dates-train", max_steps=2, batch_size=4, num_generations=4,
                max_new_tokens=6, logging_steps=1, learning_rate=1e-3, seed=0,
-               reward_function="kaiyuan.train.ppo:dates_exact_reward,tests.test_grpo:digit_share")
+               reward_function="kaiyuan.train.ppo:dates_exact_reward,tests.train.test_grpo:digit_share")
     runs = [run_grpo(GRPOConfig(**cfg)) for _ in range(2)]
     rows = [[json.loads(line) for line in (r.artifact.path / "metrics.jsonl").read_text().splitlines()] for r in runs]
     assert rows[0] == rows[1] and [r["step"] for r in rows[0]] == [1, 2]

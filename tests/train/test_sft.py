@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -53,7 +54,9 @@ def test_answer_only_head_gives_trls_loss(tiny, dates_train):
 def test_too_long_example_is_refused_before_training(tiny, tmp_path):
     path = write_jsonl(tmp_path / "long.jsonl", [
         {"messages": [{"role": "user", "content": "word " * 50}, {"role": "assistant", "content": "ok"}]}])
-    with pytest.raises(KaiyuanError, match=r"data.jsonl:1: messages: \d+ tokens, longer than max_length=16"):
+    # the error names the file the user gave, not the registry's copy of it
+    expected = re.escape(str(path)) + r":1: messages: \d+ tokens, longer than max_length=16"
+    with pytest.raises(KaiyuanError, match=expected):
         run_sft(SFTConfig(model="tiny-llama", data=str(path), max_length=16, max_steps=1))
 
 

@@ -8,10 +8,12 @@ torch) are imported only when the command runs.
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import typer
 
+from kaiyuan.cli.from_config import command_from_config
 from kaiyuan.cli.output import err_console, library_chatter_to_stderr, results
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.serve.engines.base import SamplingParams
@@ -26,22 +28,29 @@ def pick_engine(engines: dict[str, Any], ref: str) -> Any:
     return engines.get(ref) or list(engines.values())[-1]
 
 
-def chat_command(
-    model: Annotated[str, typer.Argument(help="Model or adapter (registry id, id prefix or name, a model dir, a "
-                                              ".gguf file or a hub id), as for `kaiyuan serve`.")],
-    system: Annotated[str | None, typer.Option(help="System prompt, first in every conversation.")] = None,
-    max_tokens: Annotated[int, typer.Option(help="Longest reply, in tokens.")] = 512,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0: greedy (reproducible).")] = 0.0,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling: keep the most likely tokens up to this "
-                                              "probability mass.")] = 1.0,
-    seed: Annotated[int | None, typer.Option(help="Seed for sampling (temperature > 0).")] = None,
-    engine: Annotated[str, typer.Option(help="auto|transformers|llamacpp|vllm (auto: a .gguf file → llamacpp, "
-                                             "anything else → transformers).")] = "auto",
-) -> None:
-    """Chat with a model in the terminal: type a message, the reply streams back token by token. The conversation
-    is kept; /clear forgets it, /exit or end of input (Ctrl-D) quits. Lines piped into stdin are the user's
-    messages, one a line."""
+@dataclass
+class ChatConfig:
+    model: str = field(metadata={"help": "Model or adapter (registry id, id prefix or name, a model dir, a .gguf "
+                                         "file or a hub id), as for `kaiyuan serve`.", "argument": True})
+    system: str | None = field(default=None, metadata={"help": "System prompt, first in every conversation."})
+    max_tokens: int = field(default=512, metadata={"help": "Longest reply, in tokens."})
+    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature; 0: greedy (reproducible)."})
+    top_p: float = field(default=1.0, metadata={
+        "help": "Nucleus sampling: keep the most likely tokens up to this probability mass."})
+    seed: int | None = field(default=None, metadata={"help": "Seed for sampling (temperature > 0)."})
+    engine: str = field(default="auto", metadata={
+        "help": "auto|transformers|llamacpp|vllm (auto: a .gguf file → llamacpp, anything else → transformers)."})
 
+
+CHAT_HELP = ("Chat with a model in the terminal: type a message, the reply streams back token by token. The "
+             "conversation is kept; /clear forgets it, /exit or end of input (Ctrl-D) quits. Lines piped into stdin "
+             "are the user's messages, one a line.")
+
+
+def chat_command(cfg: ChatConfig, json_output: bool = False) -> None:
+    """``kaiyuan chat MODEL`` (see CHAT_HELP); ``json_output`` changes nothing: the replies are the output."""
+    model, system, max_tokens, temperature = cfg.model, cfg.system, cfg.max_tokens, cfg.temperature
+    top_p, seed, engine = cfg.top_p, cfg.seed, cfg.engine
     if max_tokens < 1:
         raise KaiyuanError(f"--max-tokens must be at least 1, got {max_tokens}")
     if temperature < 0:
@@ -104,4 +113,5 @@ def chat_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("chat")(chat_command)
+    command_from_config(app, "chat", ChatConfig, chat_command, help=CHAT_HELP,
+                        json_help="No effect: the replies stream to stdout as text.")

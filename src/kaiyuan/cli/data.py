@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
@@ -19,19 +20,24 @@ from kaiyuan.pipeline.stages import STAGES
 data_app = typer.Typer(help="Validate and convert instruction / preference data.", no_args_is_help=True)
 
 
+@dataclass
+class ValidateConfig:
+    file: str = field(metadata={"help": "JSON / JSONL file (optionally .gz).", "argument": True})
+    format: str = field(default="auto", metadata={"help": "auto|alpaca|sharegpt|messages|pairs",
+                                                  "flags": ("--format", "-f")})
+    skip_invalid: bool = field(default=False, metadata={"help": "Write rejected records to a sidecar file and go on."})
+    rejects: str | None = field(default=None, metadata={"help": "Sidecar file (default FILE.rejected.jsonl)."})
 
 
-@data_app.command("validate")
-def data_validate(
-    file: Annotated[Path, typer.Argument(help="JSON / JSONL file (optionally .gz).")],
-    format: Annotated[str, typer.Option("--format", "-f", help="auto|alpaca|sharegpt|messages|pairs")] = "auto",
-    skip_invalid: Annotated[bool, typer.Option(help="Write rejected records to a sidecar file and go on.")] = False,
-    rejects: Annotated[Path | None, typer.Option(help="Sidecar file (default FILE.rejected.jsonl).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
-) -> None:
-    """Check every record; exit 2 naming FILE:LINE: field: message for each malformed one."""
+VALIDATE_HELP = "Check every record; exit 2 naming FILE:LINE: field: message for each malformed one."
 
-    result = load_records(file, format, skip_invalid=skip_invalid, rejects_path=rejects,
+
+def data_validate(cfg: ValidateConfig, json_output: bool) -> None:
+    """``kaiyuan data validate`` (see VALIDATE_HELP)."""
+    file = Path(cfg.file)
+    rejects = Path(cfg.rejects) if cfg.rejects is not None else None
+    skip_invalid = cfg.skip_invalid
+    result = load_records(file, cfg.format, skip_invalid=skip_invalid, rejects_path=rejects,
                           collect_all=not skip_invalid)
     report = {"file": str(file), "format": result.format, "valid": len(result.records),
               "invalid": result.n_skipped, "rejects": str(result.rejects_path) if result.rejects_path else None,
@@ -49,28 +55,32 @@ def data_validate(
         raise typer.Exit(2)
 
 
-@data_app.command("convert")
-def data_convert(
-    file: Annotated[Path, typer.Argument(help="Input JSON / JSONL file (optionally .gz).")],
-    output: Annotated[Path, typer.Argument(help="Output JSONL file.")],
-    source_format: Annotated[str, typer.Option("--from", help="auto|alpaca|sharegpt|messages|pairs")] = "auto",
-    target_format: Annotated[str, typer.Option("--to", help="messages|sharegpt|alpaca")] = "messages",
-    skip_invalid: Annotated[bool, typer.Option(help="Write rejected records to a sidecar file and go on.")] = False,
-    register: Annotated[str | None, typer.Option(help="Also register the result as a dataset with this name.")]
-    = None,
-    license: Annotated[str, typer.Option(help="SPDX license id of the data (for --register).")] = "NOASSERTION",
-    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
-) -> None:
-    """Convert to the canonical format (or ShareGPT / Alpaca), atomically."""
+@dataclass
+class ConvertConfig:
+    file: str = field(metadata={"help": "Input JSON / JSONL file (optionally .gz).", "argument": True})
+    output: str = field(metadata={"help": "Output JSONL file.", "argument": True})
+    source_format: str = field(default="auto", metadata={"help": "auto|alpaca|sharegpt|messages|pairs",
+                                                         "flags": ("--from",)})
+    target_format: str = field(default="messages", metadata={"help": "messages|sharegpt|alpaca", "flags": ("--to",)})
+    skip_invalid: bool = field(default=False, metadata={"help": "Write rejected records to a sidecar file and go on."})
+    register: str | None = field(default=None, metadata={
+        "help": "Also register the result as a dataset with this name."})
+    license: str = field(default="NOASSERTION", metadata={"help": "SPDX license id of the data (for --register)."})
 
-    result = load_records(file, source_format, skip_invalid=skip_invalid)
-    atomic_write_text(output, records_to_jsonl(result.records, target_format))
+
+CONVERT_HELP = "Convert to the canonical format (or ShareGPT / Alpaca), atomically."
+
+
+def data_convert(cfg: ConvertConfig, json_output: bool) -> None:
+    """``kaiyuan data convert`` (see CONVERT_HELP)."""
+    file, output = Path(cfg.file), Path(cfg.output)
+    result = load_records(file, cfg.source_format, skip_invalid=cfg.skip_invalid)
+    atomic_write_text(output, records_to_jsonl(result.records, cfg.target_format))
     report: dict[str, Any] = {"input": str(file), "output": str(output), "format": result.format,
                               "records": len(result.records), "skipped": result.n_skipped,
                               "rejects": str(result.rejects_path) if result.rejects_path else None}
-    if register:
-
-        artifact = register_dataset(result.records, register, license, f"file:{file.resolve()}",
+    if cfg.register:
+        artifact = register_dataset(result.records, cfg.register, cfg.license, f"file:{file.resolve()}",
                                     {"format": result.format})
         report["dataset_id"] = artifact.id
     if json_output:
@@ -78,7 +88,7 @@ def data_convert(
     else:
         console.print(f"{report['records']} records → {output}" + (
             f"; {report['skipped']} skipped (see {report['rejects']})" if report["skipped"] else "") + (
-            f"; registered as {report['dataset_id']}" if register else ""), markup=False)
+            f"; registered as {report['dataset_id']}" if cfg.register else ""), markup=False)
 
 
 def _run_synthetic(cfg: Any, json_output: bool) -> None:
@@ -109,6 +119,10 @@ def _run_near_misses(cfg: Any, json_output: bool) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    command_from_config(data_app, "validate", ValidateConfig, data_validate, help=VALIDATE_HELP,
+                        json_help="Print a JSON report.")
+    command_from_config(data_app, "convert", ConvertConfig, data_convert, help=CONVERT_HELP,
+                        json_help="Print a JSON report.")
     app.add_typer(data_app, name="data")
     for name, run in (("synthetic", _run_synthetic), ("near_misses", _run_near_misses)):
         stage = STAGES[name]

@@ -128,12 +128,14 @@ def read_config_file(config_file: Path) -> dict[str, Any]:
 
 
 def command_from_config(app: typer.Typer, name: str, cls: type, run: Callable[[Any, bool], None],
-                        help: str, **command_options: Any) -> None:
+                        help: str, json_help: str = "Print a JSON summary.", **command_options: Any) -> None:
+    """Add command ``name`` to ``app``: its options are the fields of ``cls`` (see the module's docstring), plus
+    ``--config``, ``--json`` (with ``json_help``) and ``--print-config``; it calls ``run(cfg, json_output)``."""
     params = config_parameters(cls)
     params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
                                     default=typer.Option(None, "--config", help="YAML file with these keys.")))
     params.append(inspect.Parameter("json_output", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-                                    default=typer.Option(False, "--json", help="Print a JSON summary.")))
+                                    default=typer.Option(False, "--json", help=json_help)))
     params.append(inspect.Parameter("print_config", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                                     default=typer.Option(False, "--print-config",
                                                          help="Print the full config (defaults, --config file and "

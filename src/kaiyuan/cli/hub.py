@@ -3,26 +3,27 @@ knows about each model."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from kaiyuan.cli.from_config import command_from_config
 from kaiyuan.cli.output import console, echo, err_console, library_chatter_to_stderr, print_json
 from kaiyuan.config import did_you_mean
 from kaiyuan.errors import KaiyuanError
-from kaiyuan.hub.card import write_cards
+from kaiyuan.hub.card import CardConfig, write_cards
 from kaiyuan.hub.licenses import LicenseReport, license_report
 from kaiyuan.hub.manifest import KINDS
 from kaiyuan.hub.openness import OpennessReport, openness_report
 from kaiyuan.hub.registry import Registry, human_size
 from kaiyuan.hub.storage import collect_garbage, disk_usage, remove_artifacts, tree_size
-from kaiyuan.hub.verify import VerifyReport, verify_home
+from kaiyuan.hub.verify import VerifyConfig, VerifyReport, verify_home
 from kaiyuan.models import create_tiny_llama
-from kaiyuan.pipeline.reproduce import ArtifactReport, reproduce
+from kaiyuan.pipeline.reproduce import ArtifactReport, ReproduceConfig, reproduce
 
 models_app = typer.Typer(help="Models and artifacts in the registry.", no_args_is_help=True)
 
@@ -37,13 +38,18 @@ def _check_kind(kind: str) -> None:
         raise KaiyuanError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}{did_you_mean(kind, KINDS)}")
 
 
-@models_app.command("list")
-def models_list(
-    kind: Annotated[str | None, typer.Option(help=f"Only this kind: {'|'.join(KINDS)}.")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Artifacts in the registry (models and adapters by default; --kind for others), with their size on disk."""
+@dataclass
+class ModelsListConfig:
+    kind: str | None = field(default=None, metadata={"help": f"Only this kind: {'|'.join(KINDS)}."})
 
+
+MODELS_LIST_HELP = ("Artifacts in the registry (models and adapters by default; --kind for others), with their size "
+                    "on disk.")
+
+
+def models_list(cfg: ModelsListConfig, json_output: bool) -> None:
+    """``kaiyuan models list`` (see MODELS_LIST_HELP)."""
+    kind = cfg.kind
     if kind is not None:
         _check_kind(kind)
     registry = Registry()
@@ -64,15 +70,18 @@ def models_list(
     console.print(table)
 
 
-@models_app.command("show")
-def models_show(
-    ref: Annotated[str, typer.Argument(help="Artifact id or name.")],
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """An artifact's manifest and its lineage back to base models and datasets."""
+@dataclass
+class ModelsShowConfig:
+    ref: str = field(metadata={"help": "Artifact id or name.", "argument": True})
 
+
+MODELS_SHOW_HELP = "An artifact's manifest and its lineage back to base models and datasets."
+
+
+def models_show(cfg: ModelsShowConfig, json_output: bool) -> None:
+    """``kaiyuan models show REF`` (see MODELS_SHOW_HELP)."""
     registry = Registry()
-    artifact = registry.get(ref)
+    artifact = registry.get(cfg.ref)
     info = {**artifact.summary(), "manifest": artifact.manifest, "lineage": registry.lineage(artifact.id)}
     if json_output:
         print_json(info)
@@ -94,26 +103,35 @@ def models_show(
     console.print(table)
 
 
-@models_app.command("create-tiny")
-def models_create_tiny(
-    template: Annotated[str, typer.Option(help="Chat template: chatml|llama3|zephyr.")] = "chatml",
-    seed: Annotated[int, typer.Option(help="Seed for tokenizer corpus and weights.")] = 0,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Create (once) and register a tiny random Llama for tests and quick tries."""
+@dataclass
+class CreateTinyConfig:
+    template: str = field(default="chatml", metadata={"help": "Chat template: chatml|llama3|zephyr."})
+    seed: int = field(default=0, metadata={"help": "Seed for tokenizer corpus and weights."})
 
-    artifact = create_tiny_llama(template=template, seed=seed)
+
+CREATE_TINY_HELP = "Create (once) and register a tiny random Llama for tests and quick tries."
+
+
+def models_create_tiny(cfg: CreateTinyConfig, json_output: bool) -> None:
+    """``kaiyuan models create-tiny`` (see CREATE_TINY_HELP)."""
+    artifact = create_tiny_llama(template=cfg.template, seed=cfg.seed)
     if json_output:
         print_json(artifact.summary())
     else:
         console.print(f"{artifact.id} ({artifact.name}) at {artifact.path}")
 
 
-@models_app.command("du")
-def models_du(json_output: Annotated[bool, typer.Option("--json", help="Print JSON (bytes).")] = False) -> None:
-    """Disk use of KAIYUAN_HOME: registered artifacts by kind, training runs (runs/: checkpoints and the recipe
-    cache), cache/, quarantine/, staging folders, the registry, and the total."""
+@dataclass
+class ModelsDuConfig:
+    """``kaiyuan models du`` takes no options but --json (sizes in bytes) and --config."""
 
+
+MODELS_DU_HELP = ("Disk use of KAIYUAN_HOME: registered artifacts by kind, training runs (runs/: checkpoints and the "
+                  "recipe cache), cache/, quarantine/, staging folders, the registry, and the total.")
+
+
+def models_du(cfg: ModelsDuConfig, json_output: bool) -> None:
+    """``kaiyuan models du`` (see MODELS_DU_HELP); --json gives the sizes in bytes."""
     usage = disk_usage()
     if json_output:
         print_json(usage.to_dict())
@@ -130,19 +148,23 @@ def models_du(json_output: Annotated[bool, typer.Option("--json", help="Print JS
     console.print(table)
 
 
-@models_app.command("rm")
-def models_rm(
-    refs: Annotated[list[str], typer.Argument(help="Artifacts to remove: registry ids, id prefixes or names.")],
-    force: Annotated[bool, typer.Option("--force", help="Remove even artifacts that other registered artifacts "
-                                                        "were made from (those are left without that parent).")]
-    = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Remove artifacts: their registry rows and folders (a folder registered from outside artifacts/ is only
-    un-registered). Refuses an artifact that other registered artifacts were made from, naming them, unless
-    --force."""
+@dataclass
+class ModelsRmConfig:
+    refs: list[str] = field(metadata={"help": "Artifacts to remove: registry ids, id prefixes or names.",
+                                      "argument": True})
+    force: bool = field(default=False, metadata={
+        "help": "Remove even artifacts that other registered artifacts were made from (those are left without "
+                "that parent).", "flags": ("--force",)})
 
-    removed = remove_artifacts(refs, force=force)
+
+MODELS_RM_HELP = ("Remove artifacts: their registry rows and folders (a folder registered from outside artifacts/ is "
+                  "only un-registered). Refuses an artifact that other registered artifacts were made from, naming "
+                  "them, unless --force.")
+
+
+def models_rm(cfg: ModelsRmConfig, json_output: bool) -> None:
+    """``kaiyuan models rm REF...`` (see MODELS_RM_HELP)."""
+    removed = remove_artifacts(list(cfg.refs), force=cfg.force)
     if json_output:
         print_json([r.to_dict() for r in removed])
         return
@@ -153,16 +175,21 @@ def models_rm(
             echo(f"  now without their parent {r.id}: {', '.join(r.orphaned)}")
 
 
-@models_app.command("gc")
-def models_gc(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed, with sizes.")]
-    = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Free disk space: remove the run folders (runs/<stage>-<hash>: checkpoints) of finished runs whose artifact
-    is registered, staging leftovers of writers that died, recipe-cache entries of artifacts no longer registered
-    and temporary cache folders untouched for a day. Registered artifacts are never touched."""
+@dataclass
+class ModelsGcConfig:
+    dry_run: bool = field(default=False, metadata={"help": "Only list what would be removed, with sizes.",
+                                                   "flags": ("--dry-run",)})
 
+
+MODELS_GC_HELP = ("Free disk space: remove the run folders (runs/<stage>-<hash>: checkpoints) of finished runs whose "
+                  "artifact is registered, staging leftovers of writers that died, recipe-cache entries of artifacts "
+                  "no longer registered and temporary cache folders untouched for a day. Registered artifacts are "
+                  "never touched.")
+
+
+def models_gc(cfg: ModelsGcConfig, json_output: bool) -> None:
+    """``kaiyuan models gc`` (see MODELS_GC_HELP)."""
+    dry_run = cfg.dry_run
     items = collect_garbage(dry_run=dry_run)
     if json_output:
         print_json({"dry_run": dry_run, "removed" if not dry_run else "would_remove": [i.to_dict() for i in items],
@@ -181,21 +208,29 @@ VERDICT_STYLE = {"yes": "bold green", "no": "bold red", "risk": "bold yellow"}
 LEVEL_STYLE = {"blocker": "red", "risk": "yellow", "flag": "cyan"}
 
 
-def license_command(
-    model: Annotated[str, typer.Argument(help="Model (or any artifact): registry id, id prefix or name.")],
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="The full report: every input in the chain of "
-                                                                  "evidence, with its license terms.")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-) -> None:
-    """Derive a model's license terms from its lineage: base models, adapters, merges, quantizations, datasets,
-    reward / reference models and the models that generated its data. Evaluations and judges are not inputs.
-    Prints the verdict, the risks (with the inputs that cause them) and the obligations; --verbose adds every
-    input. An engineering reading of the recorded licenses, not legal advice."""
-    report = license_report(model)
+@dataclass
+class LicenseConfig:
+    model: str = field(metadata={"help": "Model (or any artifact): registry id, id prefix or name.",
+                                 "argument": True})
+    verbose: bool = field(default=False, metadata={
+        "help": "The full report: every input in the chain of evidence, with its license terms.",
+        "flags": ("--verbose", "-v")})
+
+
+LICENSE_HELP = ("Derive a model's license terms from its lineage: base models, adapters, merges, quantizations, "
+                "datasets, reward / reference models and the models that generated its data. Evaluations and judges "
+                "are not inputs. Prints the verdict, the risks (with the inputs that cause them) and the "
+                "obligations; --verbose adds every input. An engineering reading of the recorded licenses, not legal "
+                "advice.")
+
+
+def license_command(cfg: LicenseConfig, json_output: bool) -> None:
+    """``kaiyuan license MODEL`` (see LICENSE_HELP)."""
+    report = license_report(cfg.model)
     if json_output:
         print_json(report.to_dict())
         return
-    print_license_report(report, console, verbose=verbose)
+    print_license_report(report, console, verbose=cfg.verbose)
 
 
 def _evidence_table(evidence: list[dict]) -> Table:
@@ -240,14 +275,19 @@ def print_license_report(report: LicenseReport, console: Console, verbose: bool 
     console.print("[dim]An engineering reading of the recorded licenses, not legal advice.[/]")
 
 
-def openness_command(
-    model: Annotated[str, typer.Argument(help="Model: registry id, id prefix or name.")],
-    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-) -> None:
-    """How open a model is: its Model Openness Framework class (LF AI & Data, arXiv:2403.13784) with the missing
-    components and why, the 14-dimension openness index (Liesenfeld & Dingemanse 2024) and the Open Source AI
-    Definition 1.0 check — from the manifests and artifact files."""
-    report = openness_report(model)
+@dataclass
+class OpennessConfig:
+    model: str = field(metadata={"help": "Model: registry id, id prefix or name.", "argument": True})
+
+
+OPENNESS_HELP = ("How open a model is: its Model Openness Framework class (LF AI & Data, arXiv:2403.13784) with the "
+                 "missing components and why, the 14-dimension openness index (Liesenfeld & Dingemanse 2024) and the "
+                 "Open Source AI Definition 1.0 check — from the manifests and artifact files.")
+
+
+def openness_command(cfg: OpennessConfig, json_output: bool) -> None:
+    """``kaiyuan openness MODEL`` (see OPENNESS_HELP)."""
+    report = openness_report(cfg.model)
     if json_output:
         print_json(report.to_dict())
         return
@@ -283,19 +323,15 @@ def print_openness_report(report: OpennessReport, console: Console) -> None:
         console.print(f"[dim]{note}[/]", highlight=False)
 
 
-def card_command(
-    model: Annotated[str, typer.Argument(help="Model, adapter, export or dataset: registry id, id prefix or name.")],
-    out: Annotated[Path | None, typer.Option("--out", help="Also write the cards here: README.md (the model card) "
-                                                          "and datasets/<dataset id>/README.md.")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the card paths and their metadata as JSON.")]
-    = False,
-) -> None:
-    """Write Hugging Face cards from the manifests: the model card (license, base model, datasets, tags, a
-    model-index of every registered evaluation; lineage, license verdict, openness grade, how it was made) and a
-    data card for each dataset. Each card is registered as its own artifact (kind card) linked to what it
-    documents, which is how `kaiyuan openness` finds it."""
+CARD_HELP = ("Write Hugging Face cards from the manifests: the model card (license, base model, datasets, tags, a "
+             "model-index of every registered evaluation; lineage, license verdict, openness grade, how it was made) "
+             "and a data card for each dataset. Each card is registered as its own artifact (kind card) linked to "
+             "what it documents, which is how `kaiyuan openness` finds it.")
 
-    cards = write_cards(model, out=out)
+
+def card_command(cfg: CardConfig, json_output: bool) -> None:
+    """``kaiyuan card MODEL`` (see CARD_HELP); --json prints the card paths and their metadata."""
+    cards = write_cards(cfg.model, out=Path(cfg.out) if cfg.out is not None else None)
     if json_output:
         print_json(cards.to_dict())
         return
@@ -311,15 +347,15 @@ def card_command(
 STATUS_STYLE = {"identical": "green", "input": "cyan", "differs": "red", "cannot reproduce": "yellow"}
 
 
-def reproduce_command(
-    model: Annotated[str, typer.Argument(help="Artifact id or name whose lineage to re-run.")],
-    home: Annotated[Path | None, typer.Option(help="Fresh KAIYUAN_HOME to reproduce into (new or empty; default: a "
-                                                   "temporary directory, removed afterwards).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
-) -> None:
-    """Re-run every stage that led to MODEL, from its manifests, in a fresh KAIYUAN_HOME; inputs from outside
-    (hub models, local dirs, data files) are copied in after checking their sha256. Every file's sha256 is then
-    compared with the original's. Exit code 0: all identical; 1: something differs or cannot be reproduced."""
+REPRODUCE_HELP = ("Re-run every stage that led to MODEL, from its manifests, in a fresh KAIYUAN_HOME; inputs from "
+                  "outside (hub models, local dirs, data files) are copied in after checking their sha256. Every "
+                  "file's sha256 is then compared with the original's. Exit code 0: all identical; 1: something "
+                  "differs or cannot be reproduced.")
+
+
+def reproduce_command(cfg: ReproduceConfig, json_output: bool) -> None:
+    """``kaiyuan reproduce MODEL`` (see REPRODUCE_HELP)."""
+    model, home = cfg.model, Path(cfg.home) if cfg.home is not None else None
 
     def announce(report: ArtifactReport) -> None:
         err_console.print(f"{report.id}: {report.status}", markup=False, highlight=False)
@@ -346,20 +382,16 @@ def reproduce_command(
         raise typer.Exit(1)
 
 
-def verify_command(
-    repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed without losing a committed "
-                                                          "artifact: index folders with valid manifests, drop rows "
-                                                          "whose folder is gone, remove staging leftovers and "
-                                                          "interrupted checkpoints, rebuild a damaged registry, "
-                                                          "quarantine (never delete) damaged artifacts.")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
-) -> None:
-    """Check KAIYUAN_HOME: every artifact file's sha256 against its manifest (changed, missing, extra files), the
-    registry against the artifact folders, staging leftovers of killed writers, interrupted training checkpoints,
-    and parents that are neither registered nor on disk. Prints "clean", or each problem and what --repair does
-    about it. Exit code 0: clean (or everything repaired); 1: problems remain."""
+VERIFY_HELP = ("Check KAIYUAN_HOME: every artifact file's sha256 against its manifest (changed, missing, extra "
+               "files), the registry against the artifact folders, staging leftovers of killed writers, interrupted "
+               "training checkpoints, and parents that are neither registered nor on disk. Prints \"clean\", or "
+               "each problem and what --repair does about it. Exit code 0: clean (or everything repaired); 1: "
+               "problems remain.")
 
-    report = verify_home(repair=repair)
+
+def verify_command(cfg: VerifyConfig, json_output: bool) -> None:
+    """``kaiyuan verify`` (see VERIFY_HELP)."""
+    report = verify_home(repair=cfg.repair)
     if json_output:
         print_json(report.to_dict())
     else:
@@ -396,10 +428,29 @@ def _print(report: VerifyReport) -> None:
         out(f"note: {note}")
 
 
+command_from_config(models_app, "list", ModelsListConfig, models_list, help=MODELS_LIST_HELP,
+                    json_help="Print JSON.")
+command_from_config(models_app, "show", ModelsShowConfig, models_show, help=MODELS_SHOW_HELP,
+                    json_help="Print JSON.")
+command_from_config(models_app, "create-tiny", CreateTinyConfig, models_create_tiny, help=CREATE_TINY_HELP,
+                    json_help="Print JSON.")
+command_from_config(models_app, "du", ModelsDuConfig, models_du, help=MODELS_DU_HELP,
+                    json_help="Print JSON (bytes).")
+command_from_config(models_app, "rm", ModelsRmConfig, models_rm, help=MODELS_RM_HELP,
+                    json_help="Print JSON.")
+command_from_config(models_app, "gc", ModelsGcConfig, models_gc, help=MODELS_GC_HELP,
+                    json_help="Print JSON.")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(models_app, name="models")
-    app.command("license")(license_command)
-    app.command("openness")(openness_command)
-    app.command("card")(card_command)
-    app.command("reproduce")(reproduce_command)
-    app.command("verify")(verify_command)
+    command_from_config(app, "license", LicenseConfig, license_command, help=LICENSE_HELP,
+                        json_help="Print the report as JSON.")
+    command_from_config(app, "openness", OpennessConfig, openness_command, help=OPENNESS_HELP,
+                        json_help="Print the report as JSON.")
+    command_from_config(app, "card", CardConfig, card_command, help=CARD_HELP,
+                        json_help="Print the card paths and their metadata as JSON.")
+    command_from_config(app, "reproduce", ReproduceConfig, reproduce_command, help=REPRODUCE_HELP,
+                        json_help="Print a JSON report.")
+    command_from_config(app, "verify", VerifyConfig, verify_command, help=VERIFY_HELP,
+                        json_help="Print a JSON report.")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -43,15 +44,20 @@ def _run_demo(cfg: Any, json_output: bool) -> None:
                       f"loss curve: {summary['loss_curve_png']}")
 
 
-def run_recipe_command(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML: stages run in order; ${ID.OUTPUT} refers to an "
-                                                "earlier stage's artifact.")],
-    check: Annotated[bool, typer.Option("--check", help="Only validate the recipe.")] = False,
-    cache: Annotated[bool, typer.Option(help="Reuse stages that already ran with the same resolved config.")] = True,
-    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
-) -> None:
-    """Run a recipe (e.g. recipes/dpo.yaml): every stage's config is checked before the first one runs."""
+@dataclass
+class RunRecipeConfig:
+    recipe: str = field(metadata={"help": "Recipe YAML: stages run in order; ${ID.OUTPUT} refers to an earlier "
+                                          "stage's artifact.", "argument": True})
+    check: bool = field(default=False, metadata={"help": "Only validate the recipe.", "flags": ("--check",)})
+    cache: bool = field(default=True, metadata={"help": "Reuse stages that already ran with the same resolved config."})
 
+
+RUN_HELP = "Run a recipe (e.g. recipes/dpo.yaml): every stage's config is checked before the first one runs."
+
+
+def run_recipe_command(cfg: RunRecipeConfig, json_output: bool) -> None:
+    """``kaiyuan run RECIPE`` (see RUN_HELP)."""
+    recipe, check, cache = Path(cfg.recipe), cfg.check, cfg.cache
     if check:  # every problem of the recipe is reported at once (a RecipeError, one a line)
         planned = plan(load_recipe(recipe), str(recipe))
         console.print(f"{recipe}: {len(planned)} stages OK: " + " → ".join(f"{p.id} ({p.stage})" for p in planned),
@@ -75,7 +81,7 @@ def run_recipe_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run")(run_recipe_command)
+    command_from_config(app, "run", RunRecipeConfig, run_recipe_command, help=RUN_HELP)
     command_from_config(app, "demo", DemoConfig, _run_demo,
                         help="Run the whole lifecycle on a real open model, in 9 steps (7 with --no-dpo): "
                              "1. the base model; 2. synthetic data (train and held-out splits); 3. evaluate the base "

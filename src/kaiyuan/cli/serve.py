@@ -13,7 +13,7 @@ from kaiyuan.cli.from_config import command_from_config
 from kaiyuan.cli.output import err_console, print_json
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.serve.config import ServeConfig, check_port_free, routes_help
-from kaiyuan.serve.guard import check_api_key, hash_api_key
+from kaiyuan.serve.keys import check_api_key, hash_api_key
 
 SERVE_HELP = ("OpenAI-compatible server: chat and text completions (with streaming), embeddings, a health check and "
               "Prometheus metrics. Also reads an API key from KAIYUAN_API_KEY.\n\n" + routes_help())

@@ -523,6 +523,16 @@ def render_model_card(artifact: Artifact, registry: Registry | None = None,
 
 
 @dataclass
+class CardConfig:
+    """``kaiyuan card``'s flags (and ``--config`` keys); :func:`write_cards` takes them as arguments."""
+
+    model: str = field(metadata={"help": "Model, adapter, export or dataset: registry id, id prefix or name.",
+                                 "argument": True})
+    out: str | None = field(default=None, metadata={
+        "help": "Also write the cards here: README.md (the model card) and datasets/<dataset id>/README.md."})
+
+
+@dataclass
 class WrittenCard:
     """A registered card: what it documents, the card artifact, its metadata and where its README.md is."""
 

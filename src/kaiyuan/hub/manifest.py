@@ -126,8 +126,10 @@ def kaiyuan_git_commit() -> str | None:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source_dir, capture_output=True,  # nosec B603 B607: git on PATH with a fixed argv
                                 text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=source_dir.parent.parent,  # nosec B603 B607: git on PATH with a fixed argv
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        # --no-optional-locks: a status that is timed out (killed) must not leave .git/index.lock behind in the
+        # user's checkout, nor collide with their own git commands
+        dirty = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--", "."],  # nosec B603 B607: git on PATH with a fixed argv
+                               cwd=source_dir.parent.parent, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}+dirty" if dirty else commit

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kaiyuan.errors import KaiyuanError
-from kaiyuan.home import run_dir
+from kaiyuan.home import recorded_run_dir
 from kaiyuan.hub.licenses import (
     WEIGHT_RELATIONS,
     LicenseReport,
@@ -448,15 +448,6 @@ def _preprocessing_code(f: _Facts) -> Check:
                                               f"masks in training: {sources}")
 
 
-def _run_dir(artifact: Artifact) -> Path | None:
-    """The run directory the trainer used (:func:`kaiyuan.home.run_dir` of the options recorded in the manifest)."""
-    config = dict(artifact.manifest.get("config") or {})
-    stage = config.pop("stage", None)
-    if not stage or not all(isinstance(k, str) and k.isidentifier() for k in config):
-        return None
-    return run_dir(stage, config)
-
-
 def _checkpoints(artifact: Artifact, registry: Registry) -> str | None:
     def by_step(name: str) -> int:
         return int(name.rsplit("-", 1)[1])
@@ -469,7 +460,7 @@ def _checkpoints(artifact: Artifact, registry: Registry) -> str | None:
     if isinstance(recorded, list) and recorded and all(
             registry.find(str(c)) is not None or Path(str(c)).exists() for c in recorded):
         return f"{artifact.name}: checkpoints recorded in its manifest: {', '.join(map(str, recorded))}"
-    run = _run_dir(artifact)
+    run = recorded_run_dir(artifact.manifest, registry.home)
     kept = run.glob("checkpoint-*") if run is not None and run.is_dir() else []
     found = sorted((p.name for p in kept if p.is_dir()), key=by_step)
     if found:

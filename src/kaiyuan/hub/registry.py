@@ -416,7 +416,8 @@ class Registry:
     def children(self, artifact_id: str, relation: str | None = None, kind: str | None = None) -> list[Artifact]:
         """The artifacts made from ``artifact_id`` (only by ``relation``, only of ``kind``), oldest first: a query on
         the parents index, not a scan of manifests."""
-        sql = ("SELECT DISTINCT a.* FROM parents p JOIN artifacts a ON a.id = p.child WHERE p.parent = ?"
+        # the query is fixed text and optional fixed clauses; every value is a bound parameter
+        sql = ("SELECT DISTINCT a.* FROM parents p JOIN artifacts a ON a.id = p.child WHERE p.parent = ?"  # nosec B608
                + (" AND p.relation = ?" if relation else "") + (" AND a.kind = ?" if kind else "")
                + " ORDER BY a.created_at, a.rowid")
         args = [artifact_id] + ([relation] if relation else []) + ([kind] if kind else [])

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kaiyuan.errors import KaiyuanError
-from kaiyuan.home import artifacts_dir, cache_dir, kaiyuan_home, run_dir, runs_dir
+from kaiyuan.home import artifacts_dir, cache_dir, kaiyuan_home, recorded_run_dir, runs_dir
 from kaiyuan.hub.registry import (
     HOST_TAG,
     STAGING_PREFIX,
@@ -176,15 +176,6 @@ class Garbage:
         return {"path": str(self.path), "what": self.what, "why": self.why, "bytes": self.bytes}
 
 
-def _run_folder(artifact: Artifact) -> Path | None:
-    """The run folder a training stage used for this artifact (:func:`kaiyuan.home.run_dir` of its config)."""
-    config = dict(artifact.manifest.get("config") or {})
-    stage = config.pop("stage", None)
-    if not isinstance(stage, str) or not stage or not all(isinstance(k, str) and k.isidentifier() for k in config):
-        return None
-    return run_dir(stage, config)
-
-
 def _recipe_cache_stale(path: Path, registry: Registry) -> str | None:
     try:
         outputs = json.loads(path.read_text(encoding="utf-8"))
@@ -204,11 +195,11 @@ def garbage(registry: Registry | None = None, now: float | None = None) -> list[
     registry = registry or Registry()
     now = time.time() if now is None else now
     found: list[Garbage] = []
-    runs = runs_dir()
+    runs = runs_dir(registry.home)
     if runs.is_dir():
         finished: dict[Path, Artifact] = {}
         for artifact in registry.list():
-            folder = _run_folder(artifact)
+            folder = recorded_run_dir(artifact.manifest, registry.home)
             if folder is not None and folder.is_dir():
                 finished.setdefault(folder, artifact)
         for folder, artifact in sorted(finished.items()):

@@ -44,6 +44,16 @@ TRAINER_STATE = "trainer_state.json"
 
 
 @dataclass
+class VerifyConfig:
+    """``kaiyuan verify``'s flags (and ``--config`` keys)."""
+
+    repair: bool = field(default=False, metadata={
+        "help": "Fix what can be fixed without losing a committed artifact: index folders with valid manifests, "
+                "drop rows whose folder is gone, remove staging leftovers and interrupted checkpoints, rebuild a "
+                "damaged registry, quarantine (never delete) damaged artifacts.", "flags": ("--repair",)})
+
+
+@dataclass
 class Finding:
     """One thing wrong in KAIYUAN_HOME, and what ``--repair`` does about it (None: it cannot)."""
 

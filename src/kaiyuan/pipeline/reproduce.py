@@ -62,6 +62,16 @@ class CannotReproduce(KaiyuanError):
         self.missing = missing or []
 
 
+@dataclass
+class ReproduceConfig:
+    """``kaiyuan reproduce``'s flags (and ``--config`` keys); :func:`reproduce` takes them as arguments."""
+
+    model: str = field(metadata={"help": "Artifact id or name whose lineage to re-run.", "argument": True})
+    home: str | None = field(default=None, metadata={
+        "help": "Fresh KAIYUAN_HOME to reproduce into (new or empty; default: a temporary directory, removed "
+                "afterwards)."})
+
+
 @dataclass(frozen=True)
 class FileDifference:
     path: str

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import time
@@ -17,7 +16,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from kaiyuan.serve.keys import check_api_key, hash_api_key
 from kaiyuan.serve.protocol import error_body
+
+__all__ = ["PUBLIC_PATHS", "RequestGuard", "check_api_key", "hash_api_key", "replay", "send_json"]
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -25,17 +27,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 PUBLIC_PATHS = frozenset({"/health", "/metrics"})
-
-
-def hash_api_key(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-def check_api_key(key: str, where: str) -> str:
-    """``key`` if it is usable: never empty or blank (an empty key would let every request in)."""
-    if not key.strip():
-        raise ValueError(f"an empty API key ({where}) would let anyone in: give a non-empty key")
-    return key
 
 
 async def send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()

@@ -22,8 +22,9 @@ from kaiyuan.train.distributed import deepspeed_config, deepspeed_environment, i
 
 
 def stage_inputs(model_ref: str, data_ref: str, data_license: str, stage: str, registry: Registry,
-                 need_pairs: bool = False) -> tuple[Artifact, Artifact, list[Record]]:
-    """The starting model (a model, not an adapter), the dataset and its records, or a clear error —
+                 need_pairs: bool = False) -> tuple[Artifact, Artifact, list[Record], str]:
+    """The starting model (a model, not an adapter), the dataset, its records and where they come from (the
+    user's file, or the registry's copy: what errors about a record name), or a clear error —
     before any model is loaded or built. The data is checked first (a missing file, a format kaiyuan does not
     read, a bad record: named ``FILE:LINE`` in the file the user gave); a dataset without a license gets a
     warning on stderr."""
@@ -40,7 +41,7 @@ def stage_inputs(model_ref: str, data_ref: str, data_license: str, stage: str, r
     if start.kind != "model":
         raise KaiyuanError(f"{model_ref!r} is an adapter; {stage} starts from a model (merge the adapter first)")
     warn_unlicensed(data)
-    return start, data, records
+    return start, data, records, where
 
 
 def unlicensed_warning(data: Artifact) -> str | None:
@@ -220,19 +221,19 @@ def freeze_all_but_last(model: Any, n: int) -> None:
         param.requires_grad = any(t in name for t in trainable)
 
 
-def run_dir(opts: TrainOptions, stage: str) -> Path:
-    """Where a run keeps its checkpoints: named by a hash of its config, so ``--resume`` finds it."""
-    return home_run_dir(stage, asdict(opts))
+def run_dir(opts: TrainOptions, stage: str, registry: Registry | None = None) -> Path:
+    """Where a run keeps its checkpoints (in the registry's home): named by a hash of its config, so ``--resume``
+    finds it."""
+    return home_run_dir(stage, asdict(opts), registry.home if registry is not None else None)
 
 
 # written into the run directory once the run's artifact is registered: what ``--resume`` answers then
 COMPLETE_FILE = "kaiyuan-complete.json"
 
 
-def mark_complete(opts: TrainOptions, stage: str, result: TrainResult) -> None:
+def mark_complete(opts: TrainOptions, stage: str, result: TrainResult, registry: Registry | None = None) -> None:
     """Record in the run directory that this run finished and which artifact it registered."""
-
-    run = run_dir(opts, stage)
+    run = run_dir(opts, stage, registry)
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run / COMPLETE_FILE, {
         "stage": stage, "artifact_id": result.artifact.id,
@@ -244,7 +245,7 @@ def _registered_run(opts: TrainOptions, stage: str, registry: Registry) -> tuple
                                                                                     dict[str, str]]:
     """(artifact, merged model, curve files) this run registered: from the run directory's completion record,
     else the newest artifact trained with the same options (runs finished before the record existed)."""
-    marker = run_dir(opts, stage) / COMPLETE_FILE
+    marker = run_dir(opts, stage, registry) / COMPLETE_FILE
     if marker.is_file():
         record = json.loads(marker.read_text())
         artifact = registry.find(record.get("artifact_id") or "")
@@ -259,9 +260,7 @@ def _registered_run(opts: TrainOptions, stage: str, registry: Registry) -> tuple
             continue
         merged = None
         if opts.merge and opts.method in ADAPTER_METHODS:
-            merged = next((m for m in reversed(registry.list("model")) if any(
-                p.get("id") == artifact.id and p.get("relation") == "merge" for p in m.manifest.get("parents", []))),
-                          None)
+            merged = next(reversed(registry.children(artifact.id, "merge", "model")), None)
             if merged is None:
                 continue
         curves = {p.name.removesuffix("_curve.png"): p.name for p in sorted(artifact.path.glob("*_curve.png"))}
@@ -284,16 +283,17 @@ def finished_run(opts: TrainOptions, stage: str, registry: Registry, start: Arti
     wanted = {a.id if isinstance(a, Artifact) else a for a in (start, data)}
     parents = {p.get("id") for p in artifact.manifest.get("parents", [])}
     if not wanted <= parents:
-        raise KaiyuanError(f"--resume: this run ({run_dir(opts, stage)}) finished as {artifact.id}, trained from "
+        raise KaiyuanError(f"--resume: this run ({run_dir(opts, stage, registry)}) finished as {artifact.id}, "
+                           f"trained from "
                            f"{', '.join(sorted(p for p in parents if p))}; its model or data now resolve to "
                            f"{', '.join(sorted(wanted - parents))} — the inputs changed, so train without --resume")
     curves = {key: artifact.path / name for key, name in curve_files.items() if (artifact.path / name).is_file()}
-    print(f"already complete: {artifact.id} (run {run_dir(opts, stage).name} finished; nothing to resume)",
+    print(f"already complete: {artifact.id} (run {run_dir(opts, stage, registry).name} finished; nothing to resume)",
           file=sys.stderr)
     return TrainResult(artifact, merged, dict(artifact.manifest.get("metrics") or {}), curves, already_complete=True)
 
 
-def trainer_arguments(opts: TrainOptions, stage: str) -> dict[str, Any]:
+def trainer_arguments(opts: TrainOptions, stage: str, registry: Registry | None = None) -> dict[str, Any]:
     """Keyword arguments shared by TRL's stage configs (SFTConfig, DPOConfig, …)."""
     import os
 
@@ -308,7 +308,7 @@ def trainer_arguments(opts: TrainOptions, stage: str) -> dict[str, Any]:
         for key, value in deepspeed_environment(use_cpu()).items():  # read when DeepSpeed starts
             os.environ.setdefault(key, value)
     return dict(
-        output_dir=str(run_dir(opts, stage)), **checkpoints, **extra,
+        output_dir=str(run_dir(opts, stage, registry)), **checkpoints, **extra,
         num_train_epochs=opts.epochs, max_steps=opts.max_steps, learning_rate=opts.learning_rate,
         lr_scheduler_type=opts.lr_scheduler, warmup_steps=opts.warmup_ratio,
         per_device_train_batch_size=opts.batch_size, gradient_accumulation_steps=opts.gradient_accumulation_steps,
@@ -500,5 +500,5 @@ def register_trained(trainer: Any, opts: TrainOptions, *, stage: str, start: Art
                   merge_adapter(artifact, registry, model=trainer.model, tokenizer=tokenizer))
     found = {key: artifact.path / f"{key.replace('/', '_')}_curve.png" for key in curves}
     result = TrainResult(artifact, merged, metrics, {k: p for k, p in found.items() if p.is_file()})
-    mark_complete(opts, stage, result)
+    mark_complete(opts, stage, result, registry)
     return result

@@ -65,7 +65,7 @@ def run_grpo(cfg: GRPOConfig, registry: Registry | None = None) -> TrainResult |
                            f"({cfg.num_generations})")
     functions = [trl_reward(load_reward_function(ref.strip()), ref.strip().rpartition(":")[2])
                  for ref in cfg.reward_function.split(",")]
-    start, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, "GRPO", registry)
+    start, data, records, _ = stage_inputs(cfg.model, cfg.data, cfg.data_license, "GRPO", registry)
     if (done := finished_run(cfg, "grpo", registry, start, data)) is not None:
         return done if is_main_process() else None
     columns = {"prompt": [prompt_of(r) for r in records],
@@ -76,7 +76,8 @@ def run_grpo(cfg: GRPOConfig, registry: Registry | None = None) -> TrainResult |
         tokenizer.pad_token = tokenizer.eos_token
 
     torch.manual_seed(cfg.seed)
-    common = {k: v for k, v in trainer_arguments(cfg, "grpo").items() if k not in ("max_length", "dataset_num_proc")}
+    common = {k: v for k, v in trainer_arguments(cfg, "grpo", registry).items()
+              if k not in ("max_length", "dataset_num_proc")}
     args = TRLGRPOConfig(**common, num_generations=cfg.num_generations, max_completion_length=cfg.max_new_tokens,
                          temperature=cfg.temperature, beta=cfg.beta)
     trainer = GRPOTrainer(model=model, reward_funcs=functions, args=args, train_dataset=Dataset.from_dict(columns),

@@ -102,7 +102,7 @@ def run_ppo(cfg: PPOConfig, registry: Registry | None = None) -> TrainResult:
         raise KaiyuanError(f"batch_size ({cfg.batch_size}) must be a multiple of mini_batch_size "
                            f"({cfg.mini_batch_size})")
     registry = registry or Registry()
-    start, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, "PPO", registry)
+    start, data, records, _ = stage_inputs(cfg.model, cfg.data, cfg.data_license, "PPO", registry)
     reward_artifact: Artifact | None = None
     if cfg.reward_model:
 

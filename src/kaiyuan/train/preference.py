@@ -85,9 +85,9 @@ class SimPOConfig(TrainOptions):
     gamma_beta_ratio: float = field(default=0.5, metadata={"help": "Target margin γ as a fraction of β."})
 
 
-def _trl_stage(algorithm: str, cfg: TrainOptions) -> tuple[Any, Any, bool]:
+def _trl_stage(algorithm: str, cfg: TrainOptions, registry: Registry) -> tuple[Any, Any, bool]:
     """(TRL config, TRL trainer class, uses a reference model) for an algorithm."""
-    common = trainer_arguments(cfg, algorithm)
+    common = trainer_arguments(cfg, algorithm, registry)
     if algorithm == "dpo":
         from trl import DPOConfig as TRLConfig
         from trl import DPOTrainer
@@ -133,7 +133,7 @@ def run_preference(cfg: TrainOptions, algorithm: str, registry: Registry | None 
     from datasets import Dataset
 
     registry = registry or Registry()
-    start, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, algorithm.upper(), registry,
+    start, data, records, where = stage_inputs(cfg.model, cfg.data, cfg.data_license, algorithm.upper(), registry,
                                         need_pairs=True)
     if (done := finished_run(cfg, algorithm, registry, start, data)) is not None:
         return done if is_main_process() else None
@@ -142,12 +142,12 @@ def run_preference(cfg: TrainOptions, algorithm: str, registry: Registry | None 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     limit = length_limit(cfg, model)
-    columns = preference_rows(records, tokenizer, limit, f"{data.id}/data.jsonl")
+    columns = preference_rows(records, tokenizer, limit, where)
     if algorithm == "kto":
         columns = unpaired(columns)
 
     torch.manual_seed(cfg.seed)
-    args, trainer_class, uses_reference = _trl_stage(algorithm, cfg)
+    args, trainer_class, uses_reference = _trl_stage(algorithm, cfg, registry)
     args.max_length = limit
     trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_dict(columns),
                             processing_class=tokenizer, peft_config=lora_config(cfg))

@@ -91,7 +91,7 @@ def run_pretrain(cfg: PretrainConfig, registry: Registry | None = None) -> Train
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
     registry = registry or Registry()
-    start, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, "pretraining", registry)
+    start, data, records, _ = stage_inputs(cfg.model, cfg.data, cfg.data_license, "pretraining", registry)
     texts = [r.text for r in records if r.text is not None]
     if not texts:
         raise KaiyuanError(f"dataset {data.id} has no raw text (records with a 'text' field, or .txt files)")
@@ -118,7 +118,7 @@ def run_pretrain(cfg: PretrainConfig, registry: Registry | None = None) -> Train
     blocks = pack_documents(tokens, cfg.block_size, eos, pad)
 
     skip = ("max_length", "dataset_num_proc")
-    common = {k: v for k, v in trainer_arguments(cfg, "pretrain").items() if k not in skip}
+    common = {k: v for k, v in trainer_arguments(cfg, "pretrain", registry).items() if k not in skip}
     args = TrainingArguments(**common, remove_unused_columns=False)
     peft = lora_config(cfg)
     if peft is not None:

@@ -97,14 +97,14 @@ def run_reward(cfg: RewardConfig, registry: Registry | None = None) -> TrainResu
     if cfg.deepspeed == "zero3":
         raise KaiyuanError("train reward: --deepspeed zero3 shards the weights, and the held-out accuracy and the "
                            "saved reward model need them whole; use --deepspeed zero2 or DDP (--nproc)")
-    start, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, "the reward model", registry,
+    start, data, records, where = stage_inputs(cfg.model, cfg.data, cfg.data_license, "the reward model", registry,
                                         need_pairs=True)
     if (done := finished_run(cfg, "reward", registry, start, data)) is not None:
         return done if is_main_process() else None
     torch.manual_seed(cfg.seed)
     model, tokenizer, _ = load_reward_model(start, registry)
     model.train()
-    columns = preference_rows(records, tokenizer, length_limit(cfg, model), f"{data.id}/data.jsonl")
+    columns = preference_rows(records, tokenizer, length_limit(cfg, model), where)
     order = list(range(len(records)))
     random.Random(cfg.seed).shuffle(order)
     n_heldout = int(len(order) * cfg.heldout_fraction)
@@ -117,7 +117,7 @@ def run_reward(cfg: RewardConfig, registry: Registry | None = None) -> TrainResu
     peft = lora_config(cfg)
     if peft is not None:
         peft.task_type = "SEQ_CLS"
-    trainer = RewardTrainer(model=model, args=TRLRewardConfig(**trainer_arguments(cfg, "reward")),
+    trainer = RewardTrainer(model=model, args=TRLRewardConfig(**trainer_arguments(cfg, "reward", registry)),
                             train_dataset=Dataset.from_dict(train_columns), processing_class=tokenizer,
                             peft_config=peft)
     started = time.time()
@@ -147,5 +147,5 @@ def run_reward(cfg: RewardConfig, registry: Registry | None = None) -> TrainResu
     assert writer.artifact is not None
     png = writer.artifact.path / "loss_curve.png"
     result = TrainResult(writer.artifact, None, metrics, {"loss": png} if png.is_file() else {})
-    mark_complete(cfg, "reward", result)
+    mark_complete(cfg, "reward", result, registry)
     return result

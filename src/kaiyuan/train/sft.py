@@ -68,7 +68,7 @@ def run_sft(cfg: SFTConfig, registry: Registry | None = None) -> TrainResult | N
 
     registry = registry or Registry()
     check_method(cfg)
-    base, data, records = stage_inputs(cfg.model, cfg.data, cfg.data_license, "SFT", registry)
+    base, data, records, where = stage_inputs(cfg.model, cfg.data, cfg.data_license, "SFT", registry)
     if any(r.text is not None for r in records):
         raise KaiyuanError(f"dataset {data.id} holds raw text; use `kaiyuan train pretrain` (SFT needs conversations)")
     if any(r.is_preference for r in records):
@@ -81,7 +81,7 @@ def run_sft(cfg: SFTConfig, registry: Registry | None = None) -> TrainResult | N
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     limit = length_limit(cfg, model)
-    columns = tokenize_records(tokenizer, records, limit, f"{data.id}/data.jsonl")
+    columns = tokenize_records(tokenizer, records, limit, where)
 
     if cfg.method == "freeze":
         freeze_all_but_last(model, cfg.freeze_last_n)
@@ -92,7 +92,7 @@ def run_sft(cfg: SFTConfig, registry: Registry | None = None) -> TrainResult | N
 
         trainer_class = AnswerOnlyHeadSFTTrainer
     packing = {"packing": True, "packing_strategy": "bfd"} if cfg.packing else {}
-    arguments = {**trainer_arguments(cfg, "sft"), "max_length": limit, **packing}
+    arguments = {**trainer_arguments(cfg, "sft", registry), "max_length": limit, **packing}
     trainer = trainer_class(model=model, args=TRLSFTConfig(**arguments),
                             train_dataset=Dataset.from_dict(columns), processing_class=tokenizer,
                             peft_config=lora_config(cfg))
