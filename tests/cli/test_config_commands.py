@@ -8,7 +8,7 @@ import pytest
 import typer
 
 from kaiyuan.cli import app
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_jsonl
 
 BUILT_IN = {"config", "json_output", "print_config", "help"}
 
@@ -78,7 +78,7 @@ def test_eval_needs_a_task_or_data(home, monkeypatch, capsys):
 
 def test_judge_without_questions_names_the_missing_keys(home, monkeypatch, capsys):
     code, out, err = run_cli(monkeypatch, capsys, "judge", "tiny-llama")
-    assert (code, out, err) == (2, "", "error: options: missing required key(s) questions, judge\n")
+    assert (code, out, err) == (2, "", "error: judge: missing required key(s) questions, judge\n")
 
 
 def test_ratings_with_a_yaml_config(home, tmp_path, monkeypatch, capsys):
@@ -180,3 +180,13 @@ def test_data_validate_reads_a_yaml_config_and_keeps_its_exit_code(home, tmp_pat
     code, out, _ = run_cli(monkeypatch, capsys, "data", "validate", data, "-f", "alpaca", "--print-config")
     keys = [line for line in out.splitlines() if not line.startswith("#")]
     assert (code, keys) == (0, [f"file: {data}", "format: alpaca", "skip_invalid: false", "rejects: null"])
+
+
+def test_a_config_file_can_give_the_positional_arguments_too(home, tmp_path, monkeypatch, capsys):
+    data = write_jsonl(tmp_path / "d.jsonl", [{"messages": [{"role": "user", "content": "hi"},
+                                                            {"role": "assistant", "content": "hello"}]}])
+    config = tmp_path / "validate.yaml"
+    config.write_text(f"file: {data}\n", encoding="utf-8")
+    assert run_cli(monkeypatch, capsys, "data", "validate", "--config", config) == (
+        0, f"{data}: 1 valid messages records, 0 invalid\n", "")
+    assert run_cli(monkeypatch, capsys, "data", "validate") == (2, "", "error: validate: missing required key(s) file\n")

@@ -70,7 +70,7 @@ def test_a_misspelt_method_lists_the_choices_with_a_did_you_mean(home, tmp_path,
     code, out, err = run_cli(monkeypatch, capsys, "train", "sft", "--model", "tiny-llama", "--data", data,
                              "--method", "lorra")
     assert (code, out) == (2, "")
-    assert err == ("error: options: method: expected one of 'lora', 'dora', 'qlora', 'full', 'freeze'; got 'lorra'; "
+    assert err == ("error: sft: method: expected one of 'lora', 'dora', 'qlora', 'full', 'freeze'; got 'lorra'; "
                    "did you mean 'lora'?\n")
     assert "typing.Literal" not in err
 

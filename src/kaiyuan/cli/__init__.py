@@ -32,7 +32,8 @@ class _Root(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-app = typer.Typer(cls=_Root, help="kaiyuan (开源): take an open model from data to a served, fine-tuned model — with "
+app = typer.Typer(rich_markup_mode=None, cls=_Root,
+                  help="kaiyuan (开源): take an open model from data to a served, fine-tuned model — with "
                        "provenance. Honours KAIYUAN_HOME (default ~/.kaiyuan).",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 

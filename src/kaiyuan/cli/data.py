@@ -17,7 +17,8 @@ from kaiyuan.data.synthetic import run_synthetic
 from kaiyuan.hub.manifest import atomic_write_text
 from kaiyuan.pipeline.stages import STAGES
 
-data_app = typer.Typer(help="Validate and convert instruction / preference data.", no_args_is_help=True)
+data_app = typer.Typer(rich_markup_mode=None, help="Validate and convert instruction / preference data.",
+                       no_args_is_help=True)
 
 
 @dataclass

@@ -179,7 +179,8 @@ def _battle(cfg: BattleConfig, json_output: bool) -> None:
 
 
 
-arena_app = typer.Typer(help="Pairwise battles between models and their Bradley–Terry (Chatbot Arena) ratings.",
+arena_app = typer.Typer(rich_markup_mode=None,
+                        help="Pairwise battles between models and their Bradley–Terry (Chatbot Arena) ratings.",
                         no_args_is_help=True)
 
 

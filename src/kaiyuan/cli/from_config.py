@@ -19,7 +19,6 @@ from typing import Any, Literal, get_args, get_origin
 
 import typer
 import yaml
-from rich.markup import escape
 
 from kaiyuan.cli.output import results
 from kaiyuan.config import load_config
@@ -49,7 +48,7 @@ def _field_default(f: dataclasses.Field) -> Any:
 def _default_text(f: dataclasses.Field) -> str:
     default = _field_default(f)
     if default is dataclasses.MISSING:
-        return "" if f.metadata.get("argument") else " [required]"  # typer marks a required argument itself
+        return " [required]"
     if default is None or default == [] or default == {}:
         return ""
     if isinstance(default, bool):
@@ -98,10 +97,11 @@ def config_parameters(cls: type) -> list[inspect.Parameter]:
             extra = f" [{'|'.join(map(str, get_args(annotation)))}]"
         extra += _default_text(f)
         option_type = _option_type(annotation)
-        help_text = escape(f.metadata.get("help", "") + extra)  # typer reads help as rich markup: keep [default: …]
+        help_text = f.metadata.get("help", "") + extra  # plain help (rich_markup_mode=None): [default: …] as is
         if f.metadata.get("argument"):
-            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            default: Any = typer.Argument(... if required else None, help=help_text, show_default=False)
+            # optional for typer even when the config requires it: a --config file may give it; a missing one is
+            # reported by load_config with the rest ("missing required key(s) …")
+            default: Any = typer.Argument(None, help=help_text, show_default=False, metavar=f.name.upper())
         else:
             flag = "--" + f.name.replace("_", "-")
             flags = f.metadata.get("flags") or ((f"{flag}/--no-{f.name.replace('_', '-')}",) if option_type is bool
@@ -157,7 +157,7 @@ def command_from_config(app: typer.Typer, name: str, cls: type, run: Callable[[A
             results.write(config_yaml(cls, values))
             results.flush()
             return
-        cfg = load_config(cls, values, str(config_file or "options"))
+        cfg = load_config(cls, values, str(config_file or name))
         run(cfg, json_output)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

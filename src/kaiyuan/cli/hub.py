@@ -25,7 +25,7 @@ from kaiyuan.hub.verify import VerifyConfig, VerifyReport, verify_home
 from kaiyuan.models import create_tiny_llama
 from kaiyuan.pipeline.reproduce import ArtifactReport, ReproduceConfig, reproduce
 
-models_app = typer.Typer(help="Models and artifacts in the registry.", no_args_is_help=True)
+models_app = typer.Typer(rich_markup_mode=None, help="Models and artifacts in the registry.", no_args_is_help=True)
 
 
 def id_column(table: Table, header: str, ids: list[str]) -> None:

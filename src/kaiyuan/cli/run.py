@@ -52,7 +52,7 @@ class RunRecipeConfig:
     cache: bool = field(default=True, metadata={"help": "Reuse stages that already ran with the same resolved config."})
 
 
-RUN_HELP = "Run a recipe (e.g. recipes/dpo.yaml): every stage's config is checked before the first one runs."
+RUN_HELP = "Run a recipe (like recipes/dpo.yaml): every stage's config is checked before the first one runs."
 
 
 def run_recipe_command(cfg: RunRecipeConfig, json_output: bool) -> None:

@@ -11,7 +11,7 @@ from kaiyuan.cli.output import console, library_chatter_to_stderr, print_json
 from kaiyuan.pipeline.stages import TRAINING_STAGES
 from kaiyuan.train.launch import is_worker, launch
 
-train_app = typer.Typer(help="Training stages.", no_args_is_help=True)
+train_app = typer.Typer(rich_markup_mode=None, help="Training stages.", no_args_is_help=True)
 
 
 def _training_command(run: Any, stage: str) -> Any:
