@@ -189,4 +189,5 @@ def test_a_config_file_can_give_the_positional_arguments_too(home, tmp_path, mon
     config.write_text(f"file: {data}\n", encoding="utf-8")
     assert run_cli(monkeypatch, capsys, "data", "validate", "--config", config) == (
         0, f"{data}: 1 valid messages records, 0 invalid\n", "")
-    assert run_cli(monkeypatch, capsys, "data", "validate") == (2, "", "error: validate: missing required key(s) file\n")
+    missing = "error: validate: missing required key(s) file\n"
+    assert run_cli(monkeypatch, capsys, "data", "validate") == (2, "", missing)
