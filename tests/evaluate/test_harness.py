@@ -370,3 +370,24 @@ def test_piqa_and_lambada_read_their_published_formats(tmp_path, tiny):
     lls = [p["loglikelihood"] for p in result.predictions]
     assert result.metrics["perplexity"] == pytest.approx(math.exp(-(lls[0] + lls[1]) / 2))
     assert result.metrics["acc"] == sum(p["acc"] for p in result.predictions) / 2
+
+
+def test_tables_and_chart_legends_name_the_models(tmp_path, home, monkeypatch):
+    from matplotlib.axes import Axes
+    from typer.testing import CliRunner
+
+    from kaiyuan.cli import app
+
+    legends = []
+    bar = Axes.bar
+    monkeypatch.setattr(Axes, "bar", lambda self, *a, **k: legends.append(k.get("label")) or bar(self, *a, **k))
+    task = write_yaml_task(tmp_path)
+    result = CliRunner().invoke(app, ["eval", "tiny-llama", "tiny-llama@1", "--task", str(task), "--png",
+                                      str(tmp_path / "compare.png"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)["results"]
+    names = [(r["model_name"], r["model_id"]) for r in report]
+    assert [name for name, _ in names] == ["tiny-llama", "tiny-llama@1"]
+    assert legends == [f"{name} ({model_id})" for name, model_id in names]
+    text = CliRunner().invoke(app, ["eval", "tiny-llama", "--task", str(task)], terminal_width=200)
+    assert f"tiny-llama ({names[0][1]})" in text.stdout

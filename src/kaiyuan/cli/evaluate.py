@@ -72,7 +72,10 @@ def evaluate(cfg: EvalConfig, json_output: bool) -> None:
 
 def _print_benchmark(result: Any) -> None:
     metrics = list(result.metrics)
-    table = Table(title=f"{result.task} — {result.model_id} ({result.n} questions, {result.seconds:.1f}s)")
+    # the title on a line of its own: a table title wraps at the table's width, and a model id must not
+    console.print(f"{result.task} — {result.label} ({result.n} questions, {result.seconds:.1f}s)", markup=False,
+                  highlight=False, soft_wrap=True)
+    table = Table()
     for column in ("subject", "n", *metrics):
         table.add_column(column, justify="left" if column == "subject" else "right")
     for subject, row in result.subjects.items():

@@ -62,9 +62,17 @@ class BenchmarkResult:
     seconds: float
     predictions: list[dict[str, Any]]
     artifact: Artifact | None
+    model_name: str = ""  # what people call the model: its registry name, else the reference given
+
+    @property
+    def label(self) -> str:
+        """The model as tables and chart legends name it: ``name (id)``, or the id alone when that is the name."""
+        return f"{self.model_name} ({self.model_id})" if self.model_name and self.model_name != self.model_id \
+            else self.model_id
 
     def summary(self) -> dict[str, Any]:
-        return {"task": self.task, "model_id": self.model_id, "n": self.n, "metrics": self.metrics,
+        return {"task": self.task, "model_id": self.model_id, "model_name": self.model_name, "n": self.n,
+                "metrics": self.metrics,
                 "categories": self.categories, "subjects": self.subjects, "seconds": round(self.seconds, 2),
                 "eval_id": self.artifact.id if self.artifact else None}
 
@@ -234,7 +242,8 @@ def run_benchmark(cfg: BenchmarkConfig, registry: Registry | None = None, regist
                                       "categories": categories, "subjects": subjects}) as writer:
             write_jsonl(writer.path / "predictions.jsonl", rows)
         artifact = writer.artifact
-    return BenchmarkResult(data.name, model_id, overall, subjects, categories, len(rows), seconds, rows, artifact)
+    return BenchmarkResult(data.name, model_id, overall, subjects, categories, len(rows), seconds, rows, artifact,
+                           model_name=model_artifact.name if model_artifact is not None else cfg.model)
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -255,7 +264,7 @@ def plot_comparison(results: list[BenchmarkResult], metric: str, path: Path) -> 
     width = 0.8 / len(results)
     for k, result in enumerate(results):
         values = [result.metrics.get(metric, 0.0)] + [result.categories.get(g, {}).get(metric, 0.0) for g in groups]
-        ax.bar([x + k * width for x in range(len(labels))], values, width, label=result.model_id)
+        ax.bar([x + k * width for x in range(len(labels))], values, width, label=result.label)
     ax.set_xticks([x + width * (len(results) - 1) / 2 for x in range(len(labels))], labels, rotation=20)
     ax.set_ylabel(metric)
     ax.set_title(f"{results[0].task}: {metric}")
