@@ -23,8 +23,8 @@ def artifacts_dir(home: Path | None = None) -> Path:
     return path
 
 
-def cache_dir() -> Path:
-    path = kaiyuan_home() / "cache"
+def cache_dir(home: Path | None = None) -> Path:
+    path = (home if home is not None else kaiyuan_home()) / "cache"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

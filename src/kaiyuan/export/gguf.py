@@ -417,7 +417,7 @@ def file_stem(name: str) -> str:
 def registered_gguf(source: Artifact, quant: str, converter: Converter, registry: Registry) -> Artifact | None:
     """The newest registered GGUF (or Ollama) export of ``source`` at ``quant`` made by the same converter, whose
     files still match its manifest (a damaged one is not copied into a new export)."""
-    for artifact in reversed(registry.list("export")):
+    for artifact in reversed(registry.children(source.id, "quantized", "export")):
         config, metrics = artifact.manifest.get("config", {}), artifact.manifest.get("metrics", {})
         if (config.get("format") in ("gguf", "ollama") and config.get("source_model") == source.id
                 and config.get("quant") == quant and config.get("converter", {}).get("sha256") == converter.sha256

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kaiyuan.errors import KaiyuanError
-from kaiyuan.home import artifacts_dir, cache_dir, kaiyuan_home, recorded_run_dir, runs_dir
+from kaiyuan.home import cache_dir, recorded_run_dir, runs_dir
 from kaiyuan.hub.registry import (
     HOST_TAG,
     STAGING_PREFIX,
@@ -90,15 +90,15 @@ def disk_usage(registry: Registry | None = None) -> DiskUsage:
     """What KAIYUAN_HOME holds, in bytes: each kind of registered artifact, the runs/ folder (training checkpoints
     and the recipe cache), cache/, quarantine/, staging folders and the registry file."""
     registry = registry or Registry()
-    home = kaiyuan_home()
+    home = registry.home
     kinds: dict[str, dict[str, int]] = {}
     for artifact in registry.list():
         entry = kinds.setdefault(artifact.kind, {"count": 0, "bytes": 0})
         entry["count"] += 1
         entry["bytes"] += tree_size(artifact.path)
-    staging = sum(tree_size(p) for p in artifacts_dir().glob(f"{STAGING_PREFIX}*"))
+    staging = sum(tree_size(p) for p in registry.artifacts_dir().glob(f"{STAGING_PREFIX}*"))
     registry_bytes = sum(tree_size(p) for p in home.glob(registry.path.name + "*") if p.is_file())
-    other = {"runs": tree_size(runs_dir()) if runs_dir().is_dir() else 0,
+    other = {"runs": tree_size(runs_dir(home)) if runs_dir(home).is_dir() else 0,
              "cache": tree_size(home / "cache") if (home / "cache").is_dir() else 0,
              "quarantine": tree_size(home / "quarantine") if (home / "quarantine").is_dir() else 0,
              "staging": staging, "registry": registry_bytes}
@@ -148,11 +148,11 @@ def remove_artifacts(refs: list[str], force: bool = False, registry: Registry | 
     removed = []
     for artifact in artifacts:
         size = tree_size(artifact.path) if artifact.path.exists() else 0
-        inside = _inside(artifact.path, artifacts_dir()) and artifact.path.name == artifact.id
+        inside = _inside(artifact.path, registry.artifacts_dir()) and artifact.path.name == artifact.id
         doomed = None
         if inside and artifact.path.exists():
             # a staging name of this process: should we die before the rmtree, verify removes it as a leftover
-            doomed = artifacts_dir() / f"{STAGING_PREFIX}{HOST_TAG}-{os.getpid()}-{uuid.uuid4().hex}"
+            doomed = registry.artifacts_dir() / f"{STAGING_PREFIX}{HOST_TAG}-{os.getpid()}-{uuid.uuid4().hex}"
             os.rename(artifact.path, doomed)
         registry.remove(artifact.id)
         if doomed is not None:
@@ -212,7 +212,7 @@ def garbage(registry: Registry | None = None, now: float | None = None) -> list[
     for path, why in stale_staging():
         found.append(Garbage(path, "staging", f"staging folder of a writer that did not finish ({why})",
                              tree_size(path)))
-    cache = cache_dir()
+    cache = cache_dir(registry.home)
     temporary = [p for p in cache.glob("tmp*") if p.is_dir()]
     temporary += [p for p in (cache / "llama.cpp").glob(".*") if p.is_dir()] if (cache / "llama.cpp").is_dir() else []
     for path in sorted(temporary):
