@@ -18,7 +18,7 @@ HEAVY = {
     "kaiyuan.serve.streaming", "kaiyuan.serve.engine_set", "kaiyuan.serve.engines.llamacpp_engine",
     "kaiyuan.serve.engines.transformers_engine", "kaiyuan.serve.engines.transformers_batching",
     "kaiyuan.serve.engines.vllm_engine", "kaiyuan.serve.serving_chat", "kaiyuan.serve.serving_completion",
-    "kaiyuan.serve.serving_embedding", "kaiyuan.serve.app",
+    "kaiyuan.serve.serving_embedding",
 }
 
 

@@ -16,33 +16,34 @@ def kaiyuan_home() -> Path:
     return home
 
 
-def artifacts_dir(home: Path | None = None) -> Path:
-    """``<home>/artifacts`` (created); ``home`` defaults to :func:`kaiyuan_home`."""
-    path = (home if home is not None else kaiyuan_home()) / "artifacts"
-    path.mkdir(parents=True, exist_ok=True)
+def _folder(home: Path | None, name: str, create: bool = True) -> Path:
+    """``<home>/<name>`` (created unless ``create`` is False); ``home`` defaults to :func:`kaiyuan_home`."""
+    path = (home if home is not None else kaiyuan_home()) / name
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def artifacts_dir(home: Path | None = None) -> Path:
+    return _folder(home, "artifacts")
 
 
 def cache_dir(home: Path | None = None) -> Path:
-    path = (home if home is not None else kaiyuan_home()) / "cache"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _folder(home, "cache")
 
 
 def registry_path(home: Path | None = None) -> Path:
-    return (home if home is not None else kaiyuan_home()) / "registry.sqlite"
+    return _folder(home, "registry.sqlite", create=False)
 
 
 def quarantine_dir(home: Path | None = None) -> Path:
     """Where ``kaiyuan verify --repair`` moves artifacts whose files no longer match their manifest (never deleted)."""
-    path = (home if home is not None else kaiyuan_home()) / "quarantine"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _folder(home, "quarantine")
 
 
 def runs_dir(home: Path | None = None) -> Path:
     """Training runs' checkpoints (``runs/<stage>-<config hash>/checkpoint-N``); not created here."""
-    return (home if home is not None else kaiyuan_home()) / "runs"
+    return _folder(home, "runs", create=False)
 
 
 def run_key(config: dict[str, Any], stage: str) -> str:
