@@ -19,7 +19,8 @@ from typing import Any
 from kaiyuan.serve.keys import check_api_key, hash_api_key
 from kaiyuan.serve.protocol import error_body
 
-__all__ = ["PUBLIC_PATHS", "RequestGuard", "check_api_key", "hash_api_key", "replay", "send_json"]
+__all__ = ["API_PREFIXES", "PUBLIC_PATHS", "RequestGuard", "SlidingWindowLimit", "check_api_key", "hash_api_key",
+           "is_api_path", "replay", "send_json"]
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -27,6 +28,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 PUBLIC_PATHS = frozenset({"/health", "/metrics"})
+API_PREFIXES = ("/v1/", "/docs", "/openapi.json", "/redoc", "/health", "/metrics")  # the rest is the web UI's
+
+
+def is_api_path(path: str) -> bool:
+    """Whether ``path`` is the API's (``/v1/…``, the docs, health, metrics) rather than the web UI's."""
+    return path.startswith(API_PREFIXES) or path == "/v1"
 
 
 async def send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()
@@ -58,8 +65,9 @@ def lone_surrogate(value: Any, path: str = "") -> str | None:
     return None
 
 
-class FailedAuthLimiter:
-    """Failed attempts per client within a sliding window."""
+class SlidingWindowLimit:
+    """At most ``max_failures`` events (failed log-ins, chat messages, votes) per client within a sliding window of
+    ``window_s`` seconds: ``retry_after(client)`` says how long to wait, ``record(client)`` counts one."""
 
     def __init__(self, max_failures: int = 10, window_s: float = 60.0) -> None:
         self.max_failures, self.window_s = max_failures, window_s
@@ -81,7 +89,7 @@ class FailedAuthLimiter:
             return 0
         return max(int(self.window_s - (now - times[0])) + 1, 1)
 
-    def failed(self, client: str) -> None:
+    def record(self, client: str) -> None:
         self._recent(client, time.monotonic()).append(time.monotonic())
         if len(self._failures) > 100_000:  # bounded memory under a flood from many addresses
             oldest = min(self._failures, key=lambda c: self._failures[c][-1] if self._failures[c] else 0)
@@ -90,12 +98,13 @@ class FailedAuthLimiter:
 
 class RequestGuard:
     def __init__(self, app: Any, api_key_hashes: list[str] | None = None, max_auth_failures: int = 10,
-                 auth_window_s: float = 60.0) -> None:
+                 auth_window_s: float = 60.0, api_paths_only: bool = False) -> None:
         self.app = app
+        self.api_paths_only = api_paths_only  # with the web UI: its pages have their own log-in and CSRF checks
         self.key_hashes = [h.lower() for h in api_key_hashes or []]
         if hash_api_key("") in self.key_hashes:
             raise ValueError("an empty API key would let anyone in: give a non-empty key")
-        self.limiter = FailedAuthLimiter(max_auth_failures, auth_window_s)
+        self.limiter = SlidingWindowLimit(max_auth_failures, auth_window_s)
 
     def _authorized(self, scope: Scope) -> bool:
         header = b""
@@ -111,7 +120,7 @@ class RequestGuard:
         return valid and bool(token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.api_paths_only and not is_api_path(scope["path"])):
             await self.app(scope, receive, send)
             return
         if self.key_hashes and scope["path"] not in PUBLIC_PATHS:
@@ -123,7 +132,7 @@ class RequestGuard:
                     code="too_many_auth_failures"), headers=[(b"retry-after", str(wait).encode())])
                 return
             if not self._authorized(scope):
-                self.limiter.failed(client)
+                self.limiter.record(client)
                 await send_json(send, 401, error_body("Invalid or missing API key.", "authentication_error",
                                                       code="invalid_api_key"))
                 return

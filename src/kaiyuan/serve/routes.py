@@ -47,19 +47,21 @@ def _openapi(app: FastAPI, engines: dict[str, Engine]) -> Any:
 
 
 def create_app(engines: dict[str, Engine], api_key_hashes: list[str] | None = None,
-               default_max_tokens: int = 256) -> FastAPI:
+               default_max_tokens: int = 256, with_ui: bool = False) -> FastAPI:
     """An app serving ``engines`` by model name. With ``api_key_hashes`` (sha256 hex of each key),
-    every route but ``/health`` needs ``Authorization: Bearer <key>``."""
+    every route but ``/health`` needs ``Authorization: Bearer <key>``. ``with_ui``: the web UI is mounted beside
+    (:func:`kaiyuan.web.app.mount_ui`): the key check and JSON body checks then apply to the API's paths only."""
     app = FastAPI(title="kaiyuan", version=__version__)
     drain = Drain()
     app.state.drain = drain  # the server starts it on SIGTERM; streams past the grace period end with an error event
     app.state.engines = engines
+    app.state.default_max_tokens = default_max_tokens
     key_hashes = [h.lower() for h in api_key_hashes or []]
     for stored in key_hashes:
         if stored == hash_api_key(""):
             raise ValueError("an empty API key would let anyone in: give a non-empty key")
 
-    app.add_middleware(RequestGuard, api_key_hashes=key_hashes)
+    app.add_middleware(RequestGuard, api_key_hashes=key_hashes, api_paths_only=with_ui)
     add_error_handlers(app)
     app.openapi = _openapi(app, engines)  # type: ignore[method-assign]
 

@@ -72,6 +72,7 @@ class SchedulerStats:
     max_batch_sequences: int = 0  # most distinct sequences in one llama_decode batch
     max_running: int = 0  # most sequences running at once
     requests_finished: int = 0  # completed, abandoned or failed
+    requests_cancelled: int = 0  # stopped by their consumer before they finished (a client's Stop, a disconnect)
     prompt_tokens_cached: int = 0  # prompt tokens whose KV cells were reused instead of prefilled
 
 
@@ -360,15 +361,21 @@ class LlamaCppEngine:
                 raise EngineUnavailableError(f"engine {self.model_id} is closed"
                                              + (f" (its scheduler failed: {self._error!r})" if self._error else ""))
             self._queue.put(request)
+        finished = False
         try:
             while True:
                 item = request.out.get()
                 if isinstance(item, BaseException):
+                    finished = True
                     raise item
-                yield item
                 if item.finish is not None:
+                    finished = True
+                yield item
+                if finished:
                     return
         finally:  # also when the consumer goes away (generator closed): the scheduler drops the sequence
+            if not finished:
+                self.stats.requests_cancelled += 1
             request.cancelled.set()
 
     @property

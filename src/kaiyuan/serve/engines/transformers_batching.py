@@ -53,6 +53,7 @@ class SchedulerStats:
     max_running: int = 0  # most sequences in the running batch at once
     requests_joined: int = 0  # requests that joined a batch already decoding
     requests_finished: int = 0  # completed, abandoned or failed
+    requests_cancelled: int = 0  # ended by their consumer before they finished (a Stop, a disconnect, a stop string)
 
 
 class TokenLogprobs(NamedTuple):
@@ -214,6 +215,9 @@ class BatchScheduler:
         Called on the scheduler thread itself — a consumer's generator can be closed there by the garbage
         collector — it only marks the request: that thread is the one that releases it, so waiting would wait
         forever."""
+        if not request.cancelled.is_set() and request.finish_reason is None:
+            with self._mutex:
+                self.stats.requests_cancelled += 1
         request.cancelled.set()
         if getattr(_on_scheduler_thread, "active", False):
             return
