@@ -12,11 +12,14 @@ from typer.testing import CliRunner
 from kaiyuan.cli.evaluate import arena_app
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.evaluate.arena import (
+    IDENTITY_WORDS,
     Battle,
     bootstrap,
     bradley_terry,
+    count_stored_battles,
     interval_ranks,
     leaderboard,
+    leaks_identity,
     load_stored_battles,
     online_elo,
     plot_leaderboard,
@@ -223,3 +226,61 @@ def test_cli_ratings_json_and_png(home, tmp_path):
     table = runner.invoke(arena_app, ["ratings", "--rounds", "10"])
     assert table.exit_code == 0, table.output
     assert "mistral" in table.stdout and "95% CI" in table.stdout
+
+
+def test_leaked_identity_records_are_read_left_out_and_counted(tmp_path):
+    records = [{"model_a": "x", "model_b": "y", "winner": "model_a", "leaked_identity": True},
+               {"model_a": "x", "model_b": "y", "winner": "model_b", "leaked_identity": False},
+               {"model_a": "y", "model_b": "x", "winner": "tie"},
+               {"model_a": "x", "model_b": "x", "winner": "tie"}]
+    log = read_battles(write_jsonl(tmp_path / "battles.jsonl", records))
+    assert [b.winner for b in log] == ["model_b", "tie"]
+    assert (log.skipped_leaked_identity, log.skipped_self_battles) == (1, 1)
+    array = tmp_path / "battles.json"
+    array.write_text(json.dumps(records))
+    assert read_battles(array).skipped_leaked_identity == 1
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"model_a": "x", "model_b": "y", "winner": "tie",
+                                                "leaked_identity": "yes"}])
+    with pytest.raises(KaiyuanError) as info:
+        read_battles(bad)
+    assert str(info.value) == f"{bad}:1: leaked_identity: expected true or false, got 'yes'"
+
+
+def test_cli_ratings_reports_leaked_identity_votes(home, tmp_path):
+    rows = [b.to_dict() for b in HAND_MADE] + [{"model_a": "gpt", "model_b": "qwen", "winner": "model_a",
+                                                "leaked_identity": True}]
+    battles = write_jsonl(tmp_path / "battles.jsonl", rows)
+    result = CliRunner().invoke(arena_app, ["ratings", "--battles", str(battles), "--rounds", "10", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["battles"], report["skipped_leaked_identity"]) == (len(HAND_MADE), 1)
+    table = CliRunner().invoke(arena_app, ["ratings", "--battles", str(battles), "--rounds", "10"])
+    assert "1 leaked-identity votes skipped" in " ".join(table.stdout.split())
+
+
+@pytest.mark.parametrize(("replies", "models", "leaked"), [
+    (["I am a helpful assistant."], ["alpha", "beta"], False),
+    (["As an AI made by OpenAI, I…"], ["alpha", "beta"], True),  # an identity word, any case
+    (["I'm LLaMA."], ["alpha", "beta"], True),
+    (["Hola, soy Tülu."], ["alpha", "beta"], True),
+    (["This is Alpha speaking."], ["alpha", "beta"], True),  # the battle's own model name
+    (["Greetings from smollm2-dates."], ["HuggingFaceTB/SmolLM2-Dates", "beta"], True),  # last part of org/name
+    (["My adapter is dates-lora."], ["tiny-base:dates-lora", "beta"], True),  # the adapter half
+    (["Built on tiny-base."], ["tiny-base:dates-lora", "beta"], True),  # the base half
+    (["q: 7b or not"], ["q:7b", "beta"], False),  # parts under 3 characters are ignored
+    (["", None], ["alpha", "beta"], False),
+    ([], ["alpha", "beta"], False),
+])
+def test_leaks_identity(replies, models, leaked):
+    assert leaks_identity(replies, models) is leaked
+
+
+def test_identity_words_are_fastchats_lowercased():
+    assert len(IDENTITY_WORDS) == 26 and all(w == w.lower() for w in IDENTITY_WORDS)
+    assert {"gpt-4", "keg lab", "01.ai", "tülu", "tulu", "uc berkeley"} <= set(IDENTITY_WORDS)
+
+
+def test_count_stored_battles(home):
+    assert count_stored_battles() == 0
+    store_battles(HAND_MADE)
+    assert count_stored_battles() == len(HAND_MADE) == len(load_stored_battles())

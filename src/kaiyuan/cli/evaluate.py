@@ -1,8 +1,10 @@
-"""``kaiyuan eval``, ``kaiyuan judge`` and ``kaiyuan arena`` (battles, ratings)."""
+"""``kaiyuan eval``, ``kaiyuan judge`` and ``kaiyuan arena`` (battles, ratings, the web arena's votes)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from kaiyuan.evaluate.battles import run_battles
 from kaiyuan.evaluate.config import (
     EvalConfig,
     RatingsConfig,
+    VotesConfig,
     benchmark_configs,
     check_eval_config,
     exact_match_configs,
@@ -23,6 +26,9 @@ from kaiyuan.evaluate.config import (
 from kaiyuan.evaluate.generation import run_exact_match
 from kaiyuan.evaluate.harness import plot_comparison, run_benchmark
 from kaiyuan.evaluate.judge import BattleConfig, JudgeConfig, run_judge
+from kaiyuan.home import kaiyuan_home
+from kaiyuan.hub.manifest import atomic_write_text
+from kaiyuan.web.store import UI_FILE, VOTE_TYPES, UIStore, battle_record
 
 EVAL_HELP = ("Score models on a benchmark the way lm-evaluation-harness does (acc, acc_norm, exact match, "
              "perplexity), or exact match on held-out conversations (--data). Results are registered eval "
@@ -33,6 +39,8 @@ BATTLE_HELP = "Anonymous pairwise battles decided by a judge model; stored for r
 RATINGS_HELP = ("Bradley–Terry ratings (base 10, scale 400, mean 1000) with bootstrap 95% intervals, rank and "
                 "online Elo.\n\nRank = 1 + the number of models whose lower bound is above this model's upper "
                 "bound.")
+VOTES_HELP = ("The human votes of the web arena (`kaiyuan serve --ui`): a table, or --export FILE: every vote as a "
+              "clean battle record (JSON lines) for `kaiyuan arena ratings --battles FILE`.")
 
 
 def _config_command(cls: type, run: Callable[[Any, bool], None], help: str) -> Callable[..., None]:
@@ -207,10 +215,11 @@ def ratings(cfg: RatingsConfig, json_output: bool) -> None:
     rounds, seed = cfg.rounds, cfg.seed
     if rounds < 1:
         raise KaiyuanError(f"--rounds: expected at least 1, got {rounds}")
-    skipped_self = 0
+    skipped_self = skipped_leaked = 0
     if battles is not None:
         log = read_battles(battles)
         source, battle_list, skipped_self = str(battles), log.battles, log.skipped_self_battles
+        skipped_leaked = log.skipped_leaked_identity
     else:
         source = str(arena_store_path())
         battle_list = load_stored_battles()
@@ -219,7 +228,8 @@ def ratings(cfg: RatingsConfig, json_output: bool) -> None:
     board = leaderboard(battle_list, rounds=rounds, seed=seed)
     if png is not None:
         plot_leaderboard(board.rows, png)
-    report = {"source": source, "skipped_self_battles": skipped_self, **board.to_dict(),
+    report = {"source": source, "skipped_self_battles": skipped_self, "skipped_leaked_identity": skipped_leaked,
+              **board.to_dict(),
               "png": str(png) if png is not None else None}
     if json_output:
         print_json(report)
@@ -237,12 +247,65 @@ def ratings(cfg: RatingsConfig, json_output: bool) -> None:
         notes.append(f"{board.skipped_rounds} resamples left out (a model never lost or never won in them)")
     if skipped_self:
         notes.append(f"{skipped_self} battles of a model against itself skipped")
+    if skipped_leaked:
+        notes.append(f"{skipped_leaked} leaked-identity votes skipped (a reply named a model)")
     if png is not None:
         notes.append(f"plot: {png}")
     console.print("; ".join(notes), markup=False, highlight=False)
 
 
 command_from_config(arena_app, "ratings", RatingsConfig, ratings, help=RATINGS_HELP)
+
+
+def _human_votes() -> list[dict[str, Any]]:
+    """The web arena's votes in KAIYUAN_HOME, oldest first (none, and no database made, before the UI ran)."""
+    home = kaiyuan_home()
+    return UIStore(home).votes() if (home / UI_FILE).exists() else []
+
+
+def _vote_row(vote: dict[str, Any]) -> dict[str, Any]:
+    model_a, model_b = vote["models"]
+    return {"battle_id": vote["battle_id"], "tstamp": vote["tstamp"], "user": vote["user"], "model_a": model_a,
+            "model_b": model_b, "winner": VOTE_TYPES[vote["type"]], "anony": vote["anony"],
+            "leaked_identity": vote["leaked_identity"]}
+
+
+def _export_votes(records: list[dict[str, Any]], path: Path, json_output: bool) -> None:
+    lines = [json.dumps(battle_record(vote), ensure_ascii=False) + "\n" for vote in records]
+    atomic_write_text(path, "".join(lines))
+    leaked = sum(1 for vote in records if vote["leaked_identity"])
+    if json_output:
+        print_json({"export": str(path), "votes": len(records), "leaked_identity": leaked})
+        return
+    console.print(f"wrote {len(records)} votes to {path} ({leaked} leaked a model's identity: `kaiyuan arena "
+                  f"ratings --battles {path}` leaves them out)", markup=False, highlight=False)
+
+
+def votes(cfg: VotesConfig, json_output: bool) -> None:
+    """The web arena's human votes: a table, or every vote exported as a clean battle record (see VOTES_HELP)."""
+    records = _human_votes()
+    if cfg.export is not None:
+        _export_votes(records, Path(cfg.export), json_output)
+        return
+    rows = [_vote_row(vote) for vote in records]
+    if json_output:
+        print_json({"votes": rows})
+        return
+    if not rows:
+        console.print(f"no human votes in {kaiyuan_home() / UI_FILE} yet: they are cast in the arena of "
+                      "`kaiyuan serve MODEL… --ui`", markup=False, highlight=False)
+        return
+    table = Table(title=f"{len(rows)} human votes in {kaiyuan_home() / UI_FILE}")
+    for column in ("time", "user", "model A", "model B", "winner", "anonymous", "leaked"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        when = datetime.fromtimestamp(row["tstamp"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        table.add_row(when, row["user"], row["model_a"], row["model_b"], row["winner"],
+                      "yes" if row["anony"] else "no", "yes" if row["leaked_identity"] else "no")
+    console.print(table)
+
+
+command_from_config(arena_app, "votes", VotesConfig, votes, help=VOTES_HELP)
 
 # the commands as functions, to register on another app (tests)
 judge_command = _config_command(JudgeConfig, _judge, JUDGE_HELP)

@@ -16,7 +16,9 @@ A *battle* is one comparison of two models' answers: ``winner`` is ``model_a``, 
 Battles are read from FastChat logs (:func:`read_battles`: a JSON array such as ``clean_battle_*.json``,
 or JSON lines) or kept in a SQLite store, ``KAIYUAN_HOME/arena.sqlite`` (:func:`store_battles`,
 :func:`load_stored_battles`). A battle of a model against itself carries no information about ratings:
-reading skips (and counts) them, the fits ignore them.
+reading skips (and counts) them, the fits ignore them. So is a record marked ``leaked_identity: true`` (FastChat's
+``clean_battle_data`` rule: a reply named a model, so the vote was not blind): read, left out, counted.
+:func:`leaks_identity` is that test for a battle's replies.
 
 The maximum-likelihood ratings exist only when every group of models has won (or tied) at least once
 against the rest; otherwise some rating is unbounded and :func:`bradley_terry` says which models are
@@ -59,6 +61,11 @@ CREATE TABLE IF NOT EXISTS battles (
 );
 """
 MAX_REPORTED_PROBLEMS = 20
+# FastChat's clean_battle_data IDENTITY_WORDS (lowercased): a reply containing one may have told who answered
+IDENTITY_WORDS = ("vicuna", "lmsys", "koala", "uc berkeley", "open assistant", "laion", "chatglm", "chatgpt", "gpt-4",
+                  "openai", "anthropic", "claude", "bard", "palm", "lamda", "google", "llama", "qianwan", "alibaba",
+                  "mistral", "zhipu", "keg lab", "01.ai", "ai2", "tülu", "tulu")
+MIN_NAME_PART = 3  # shorter parts of a model name ("7b", "v2") would match almost any reply
 
 
 @dataclass(frozen=True)
@@ -91,13 +98,33 @@ class Battle:
 # --------------------------------------------------------------------------------------------- reading
 
 
+def _name_parts(model_names: Iterable[str]) -> set[str]:
+    """Each name, lowercased, with both halves of ``base:adapter`` and the last part of ``org/name``."""
+    parts: set[str] = set()
+    for name in model_names:
+        name = name.lower().strip()
+        for half in (name, *name.split(":")):
+            parts.update((half, half.rsplit("/", 1)[-1]))
+    return {p for p in parts if len(p.strip()) >= MIN_NAME_PART}
+
+
+def leaks_identity(replies: Iterable[str], model_names: Iterable[str]) -> bool:
+    """True when a reply (lowercased) contains one of :data:`IDENTITY_WORDS` or one of the battle's model names
+    (also the last part of ``org/name`` and both halves of ``base:adapter``; parts under 3 characters ignored)."""
+    words = (*IDENTITY_WORDS, *_name_parts(model_names))
+    lowered = [reply.lower() for reply in replies if reply]
+    return any(word in reply for reply in lowered for word in words)
+
+
 @dataclass
 class BattleLog:
-    """The battles of one file; ``skipped_self_battles`` counts battles of a model against itself."""
+    """The battles of one file; ``skipped_self_battles`` counts battles of a model against itself,
+    ``skipped_leaked_identity`` records marked ``leaked_identity: true`` (both read, left out)."""
 
     path: Path
     battles: list[Battle] = field(default_factory=list)
     skipped_self_battles: int = 0
+    skipped_leaked_identity: int = 0
 
     def __iter__(self) -> Iterator[Battle]:
         return iter(self.battles)
@@ -160,6 +187,13 @@ def battle_from_record(record: Any) -> Battle:
                   question_id=None if question_id is None else str(question_id))
 
 
+def _leaked_identity(record: dict[str, Any]) -> bool:
+    value = record.get("leaked_identity")
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise _BadRecord("leaked_identity", f"expected true or false, got {value!r}")
+
+
 def _records(path: Path, text: str) -> Iterator[tuple[str, Any]]:
     """``(where, record)`` for a JSON array (``FILE[#i]``, i from 0) or a JSON-lines file (``FILE:LINE``)."""
     if text.lstrip().startswith("["):
@@ -194,7 +228,7 @@ def read_battles(path: str | Path) -> BattleLog:
     ``question_id``, ``prompt`` / ``answer_a`` / ``answer_b`` (or the first user and last assistant turn of
     ``conversation_a`` / ``conversation_b``). Malformed records raise :class:`KaiyuanError` naming each as
     ``FILE:LINE: field: message`` (``FILE[#i]: ...`` for element ``i``, counted from 0, of a JSON array).
-    Battles of a model against itself are skipped and counted.
+    Battles of a model against itself, and records with ``leaked_identity: true``, are skipped and counted.
     """
     path = Path(path)
     try:
@@ -211,10 +245,14 @@ def read_battles(path: str | Path) -> BattleLog:
             if isinstance(record, _BadRecord):
                 raise record
             battle = battle_from_record(record)
+            leaked = _leaked_identity(record)
         except _BadRecord as exc:
             n_problems += 1
             if len(problems) < MAX_REPORTED_PROBLEMS:
                 problems.append(f"{where}: {exc}")
+            continue
+        if leaked:
+            log.skipped_leaked_identity += 1
             continue
         if battle.model_a == battle.model_b:
             log.skipped_self_battles += 1
@@ -272,6 +310,18 @@ def load_stored_battles(path: str | Path | None = None) -> list[Battle]:
         except KaiyuanError as exc:
             raise KaiyuanError(f"{path}: battles id {row_id}: {str(exc).removeprefix('battle: ')}") from None
     return battles
+
+
+def count_stored_battles(path: str | Path | None = None) -> int:
+    """How many battles are stored (0 when there is no store yet): cheap, for polling."""
+    path = Path(path) if path is not None else arena_store_path()
+    if not path.exists():
+        return 0
+    conn = _connect(path)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM battles").fetchone()[0])
+    finally:
+        conn.close()
 
 
 # --------------------------------------------------------------------------------------------- ratings

@@ -1,4 +1,4 @@
-"""The configs of ``kaiyuan eval`` and ``kaiyuan arena ratings``: their fields are the commands' flags and YAML keys.
+"""The configs of ``kaiyuan eval`` and ``kaiyuan arena ratings`` / ``votes``: their fields are the flags and YAML keys.
 
 ``kaiyuan eval`` runs one :class:`~kaiyuan.evaluate.harness.BenchmarkConfig` (``--task``) or
 :class:`~kaiyuan.evaluate.generation.ExactMatchConfig` (``--data``) per model; :func:`benchmark_configs` and
@@ -83,3 +83,10 @@ class RatingsConfig:
     rounds: int = field(default=1000, metadata={"help": "Bootstrap rounds for the 95% intervals."})
     seed: int = field(default=0, metadata={"help": "Seed of the bootstrap resampling."})
     png: str | None = field(default=None, metadata={"help": "Also write a PNG of the ratings with their intervals."})
+
+
+@dataclass
+class VotesConfig:
+    export: str | None = field(default=None, metadata={"help": (
+        "Write every vote as a clean battle record (FastChat clean_battle_data, one JSON per line) to this file: "
+        "what `kaiyuan arena ratings --battles FILE` reads.")})
