@@ -20,6 +20,11 @@ $(STAMP): pyproject.toml Makefile
 	# llama.cpp's HF→GGUF converter ships only in llama-cpp-python's source package: keep it for `kaiyuan export --to gguf`
 	test -n "$$(ls $(VENV)/share/kaiyuan/llama_cpp_python-0.3.36.tar.gz 2>/dev/null)" || \
 		$(BIN)/python -m pip download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d $(VENV)/share/kaiyuan
+	# Chromium for the browser tests (tests/web, Playwright): Debian's package, as `playwright install` cannot download;
+	# never fails the install (non-root or no apt: the browser tests are skipped, and this says so)
+	test -x /usr/bin/chromium || (apt-get install -y -q chromium fonts-wqy-zenhei fonts-noto-color-emoji >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium fonts-wqy-zenhei fonts-noto-color-emoji >/dev/null 2>&1)) || \
+		echo "chromium could not be installed: the browser tests will be skipped"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -35,6 +40,7 @@ bench: install
 	$(BIN)/python benchmarks/sft_throughput.py
 	$(BIN)/python benchmarks/ppo_bench.py
 	$(BIN)/python benchmarks/eval_mc_throughput.py
+	$(BIN)/python benchmarks/ui_ttft.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

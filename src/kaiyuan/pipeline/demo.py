@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from kaiyuan.data.near_misses import NearMissConfig, run_near_misses
 from kaiyuan.data.synthetic import SyntheticConfig, run_synthetic
+from kaiyuan.errors import KaiyuanError
 from kaiyuan.evaluate.generation import ExactMatchConfig, run_exact_match
 from kaiyuan.home import kaiyuan_home
 from kaiyuan.hub.card import write_cards
@@ -24,6 +25,7 @@ from kaiyuan.hub.manifest import atomic_write_json
 from kaiyuan.hub.openness import openness_report
 from kaiyuan.hub.registry import Registry
 from kaiyuan.models import SMOLLM2, resolve_model
+from kaiyuan.serve.config import is_loopback
 from kaiyuan.train.preference import DPOConfig, run_dpo
 from kaiyuan.train.sft import SFTConfig, run_sft
 
@@ -84,13 +86,18 @@ class DemoConfig:
     dpo_beta: float = field(default=0.5, metadata={"help": "DPO beta (higher: stays closer to the tuned model)."})
     dpo_sft_weight: float = field(default=0.0, metadata={"help": "Weight of the chosen answers' NLL (RPO; 0: plain "
                                                                "DPO)."})
-    serve: bool = field(default=False, metadata={"help": "Keep the server up after the demo requests."})
+    serve: bool = field(default=False, metadata={
+        "help": "Keep the server up after the demo requests, with the web UI: the base, tuned and aligned models in "
+                "chat and in the arena."})
     host: str = field(default="127.0.0.1", metadata={"help": "Server host."})
     port: int = field(default=0, metadata={"help": "Server port (0: any free port)."})
 
 
 def run_demo(cfg: DemoConfig, console: Reporter | None = None) -> dict[str, Any]:
     console = console or PlainReporter()
+    if cfg.serve and not is_loopback(cfg.host):
+        raise KaiyuanError(f"--serve on --host {cfg.host} would open the demo's UI to the network without log-in: "
+                           "serve on 127.0.0.1, or serve the models with `kaiyuan serve MODEL… --ui --ui-users`")
     started = time.time()
     registry = Registry()
 
@@ -176,7 +183,9 @@ def run_demo(cfg: DemoConfig, console: Reporter | None = None) -> dict[str, Any]
     atomic_write_json(summary_path, summary)
     console.print(f"summary: {summary_path}  ({summary['seconds']:.0f}s in all)")
     if cfg.serve:
-        keep_serving(final.id, final.name, cfg, console)
+        served = [(base.id, base.name), (sft.merged.id, sft.merged.name)]
+        served += [(dpo.merged.id, dpo.merged.name)] if dpo and dpo.merged else []
+        keep_serving(served, cfg, console)
     return summary
 
 
@@ -232,16 +241,23 @@ def serve_and_ask(model_ref: str, model_name: str, cfg: DemoConfig, console: Rep
     return chat_reply, stream_reply
 
 
-def keep_serving(model_ref: str, model_name: str, cfg: DemoConfig, console: Reporter) -> None:
+def keep_serving(models: list[tuple[str, str]], cfg: DemoConfig, console: Reporter) -> None:
+    """Serve ``models`` ((registry ref, served name) pairs) with the API and the web UI until Ctrl-C (local user,
+    loopback only unless the host says otherwise)."""
     import uvicorn
 
     from kaiyuan.serve.engines.transformers_engine import TransformersEngine
+    from kaiyuan.serve.operations import with_operations
     from kaiyuan.serve.routes import create_app
+    from kaiyuan.web.app import UIOptions, mount_ui
 
-    engine = TransformersEngine.from_reference(model_ref, model_id=model_name)
+    engines = {name: TransformersEngine.from_reference(ref, model_id=name) for ref, name in models}
+    app = create_app(engines, with_ui=True)
+    mount_ui(app, engines, UIOptions())
     port = cfg.port or 8000
-    console.print(f"serving {model_name} at http://{cfg.host}:{port}/v1 (Ctrl-C to stop)")
-    uvicorn.run(create_app({model_name: engine}), host=cfg.host, port=port, log_level="info")
+    console.print(f"serving {', '.join(engines)} at http://{cfg.host}:{port}/v1 and the web UI at "
+                  f"http://{cfg.host}:{port}/ (chat, arena, leaderboard, models, compare; Ctrl-C to stop)")
+    uvicorn.run(with_operations(app), host=cfg.host, port=port, log_level="warning")
 
 
 def summary_path() -> Path:

@@ -76,6 +76,17 @@ class ServeConfig:
         "help": "With --ray: CPUs of the local Ray instance (default: all)."})
     insecure_no_auth: bool = field(default=False, metadata={
         "help": "Allow a non-loopback --host without API keys.", "flags": ("--insecure-no-auth",)})
+    ui: bool = field(default=False, metadata={
+        "help": "Also serve the web UI at / (chat, arena, leaderboard, models, compare).", "flags": ("--ui",)})
+    ui_users: bool = field(default=False, metadata={
+        "help": "The UI asks to log in with the users of `kaiyuan users` (needed beyond loopback); without it one "
+                "local user, on 127.0.0.1 only.", "flags": ("--ui-users",)})
+    arena_weight: list[str] = field(default_factory=list, metadata={
+        "help": "NAME=WEIGHT: how often the arena draws a model (repeatable; default 1 each, 0 leaves it out)."})
+    arena_turns: int = field(default=3, metadata={"help": "Prompts per arena battle."})
+    ui_chat_per_minute: int = field(default=30, metadata={
+        "help": "Messages a UI user may send per minute (429 beyond)."})
+    ui_votes_per_minute: int = field(default=30, metadata={"help": "Arena votes a UI user may cast per minute."})
 
     def limits(self) -> ServerLimits:
         """The admission limits of the app (or of each Ray replica)."""
@@ -90,6 +101,30 @@ class ServeConfig:
 
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
+
+    def arena_weights(self) -> dict[str, float]:
+        """``--arena-weight NAME=W`` as a dict; a malformed one is refused, naming it."""
+        weights: dict[str, float] = {}
+        for item in self.arena_weight:
+            name, sep, value = item.rpartition("=")
+            try:
+                weight = float(value)
+            except ValueError:
+                weight = -1.0
+            if not sep or not name or weight < 0:
+                raise KaiyuanError(f"--arena-weight {item!r}: expected NAME=WEIGHT with a weight ≥ 0, e.g. tiny=2")
+            weights[name] = weight
+        return weights
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_port_free(host: str, port: int) -> None:
