@@ -17,7 +17,8 @@ from kaiyuan.serve.keys import check_api_key, hash_api_key
 from kaiyuan.serve.users import UserStore
 
 SERVE_HELP = ("OpenAI-compatible server: chat and text completions (with streaming), embeddings, a health check and "
-              "Prometheus metrics. Also reads an API key from KAIYUAN_API_KEY.\n\n" + routes_help())
+              "Prometheus metrics. Also reads an API key from KAIYUAN_API_KEY.\n\n" + routes_help()
+              + "\n\nWith --ui, also the web UI's pages: /chat, /arena, /leaderboard, /models, /compare and /login.")
 
 
 def read_api_keys(api_key: list[str] | None, api_key_file: Path | None) -> list[str]:
