@@ -1,0 +1,203 @@
+"""``kaiyuan hub serve|token|verify``: the team hub — a self-hosted server that Hugging Face clients
+(``HF_ENDPOINT=…``) download models and datasets from and push them to.
+
+Their flags are the fields of the dataclasses in :mod:`kaiyuan.teamhub.config`; where each hub keeps its blobs and
+metadata is :class:`kaiyuan.teamhub.config.HubLocation`.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from kaiyuan.cli.from_config import command_from_config
+from kaiyuan.cli.output import console, echo, err_console, print_json
+from kaiyuan.errors import KaiyuanError
+from kaiyuan.serve.config import check_port_free, is_loopback
+from kaiyuan.teamhub.blobs import SHA256
+from kaiyuan.teamhub.config import (
+    HubLocation,
+    HubServeConfig,
+    HubTokenCreateConfig,
+    HubTokenListConfig,
+    HubTokenRmConfig,
+    HubVerifyConfig,
+    url_host,
+)
+from kaiyuan.teamhub.names import RepoId, check_part
+
+hub_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True,
+                      help="The team hub: a self-hosted Hugging Face-compatible hub for models and datasets "
+                           "(clients use it with HF_ENDPOINT=http://HOST:PORT).")
+token_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True,
+                        help="Access tokens of the hub (HF_TOKEN for its clients; only their hashes are stored).")
+
+SERVE_HELP = ("Serve the hub until SIGTERM: the Hugging Face Hub's download and upload routes (snapshot_download, "
+              "from_pretrained, upload_folder, create_repo) over one blob store and one metadata database "
+              "(SQLite in --storage by default, PostgreSQL with --database). Public repos are readable by anyone "
+              "who can reach it; private repos and every write need a token (`kaiyuan hub token create`).")
+CREATE_HELP = ("Create a token and print it once (on stdout: TOKEN=$(kaiyuan hub token create …)); only its "
+                     "sha256 is stored, so it cannot be shown again.")
+VERIFY_HELP = ("Re-hash every blob of the hub and check that every file of every revision has its blob; names each "
+               "corrupt or missing one by repo, revision and path. Exits 1 when anything is wrong.")
+
+
+# -- serve -------------------------------------------------------------------------------------------------
+
+
+def client_endpoint(cfg: HubServeConfig) -> str:
+    """The HF_ENDPOINT clients should use: the bound address, or this machine's name when bound to all of them."""
+    host = socket.gethostname() if cfg.host in ("0.0.0.0", "::", "") else cfg.host  # nosec B104: names, not a bind
+    return f"http://{url_host(host)}:{cfg.port}"
+
+
+def run_hub_serve(cfg: HubServeConfig, json_output: bool = False) -> None:
+    """Serve the hub of ``cfg`` until SIGTERM / SIGINT."""
+    if not 1 <= cfg.port <= 65535:
+        raise KaiyuanError(f"--port {cfg.port}: expected 1–65535")
+    if cfg.max_file_bytes < 1:
+        raise KaiyuanError("--max-file-bytes must be at least 1")
+    location = cfg.location()
+    url = location.database_url()
+    check_port_free(cfg.host, cfg.port)
+    import sqlalchemy as sa
+    import uvicorn
+
+    from kaiyuan.teamhub.app import create_hub_app  # heavy: fastapi, sqlalchemy
+
+    try:
+        app = create_hub_app(location.storage_dir(), url, max_file_bytes=cfg.max_file_bytes)
+    except sa.exc.SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        raise KaiyuanError(f"database {location.shown_database()}: cannot open it ({str(cause).strip()})") from exc
+    loopback = is_loopback(cfg.host)
+    exposure = "" if loopback else "; reachable beyond this machine: private repos and writes need a token"
+    err_console.print(f"hub at {cfg.url()} (storage {location.storage_dir()}, database {location.database_kind()}"
+                      f"{exposure})", markup=False, highlight=False, soft_wrap=True)
+    err_console.print(f"clients: export HF_ENDPOINT={client_endpoint(cfg)}", markup=False, highlight=False,
+                      soft_wrap=True)
+    if json_output:
+        print_json({"url": cfg.url(), "endpoint": client_endpoint(cfg), "loopback": loopback,
+                    **location.describe()})
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")
+
+
+# -- tokens ------------------------------------------------------------------------------------------------
+
+
+def token_create(cfg: HubTokenCreateConfig, json_output: bool) -> None:
+    if cfg.namespace is not None:
+        check_part(cfg.namespace, "--namespace")
+    if not cfg.name.strip() or len(cfg.name) > 96:
+        raise KaiyuanError("the token's name: expected 1–96 characters")
+    token = cfg.location().open_db().create_token(cfg.name, cfg.scope, cfg.namespace)
+    if json_output:
+        print_json({"name": cfg.name, "scope": cfg.scope, "namespace": cfg.namespace, "token": token})
+        return
+    echo(token)
+    where = f"namespace {cfg.namespace}" if cfg.namespace else "every namespace"
+    err_console.print(f"token {cfg.name!r} ({cfg.scope}, {where}): shown once, only its hash is kept — clients use "
+                      "it as HF_TOKEN", markup=False, highlight=False, soft_wrap=True)
+
+
+def token_list(cfg: HubTokenListConfig, json_output: bool) -> None:
+    listed = cfg.location().open_db().list_tokens()
+    if json_output:
+        print_json(listed)
+        return
+    table = Table(title="hub tokens")
+    for column in ("name", "scope", "namespace", "created"):
+        table.add_column(column, no_wrap=True)
+    for token in listed:
+        table.add_row(str(token["name"]), str(token["scope"]), str(token["namespace"] or "(all)"),
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(float(token["created_at"]))))  # type: ignore[arg-type]
+    console.print(table)
+
+
+def token_rm(cfg: HubTokenRmConfig, json_output: bool) -> None:
+    cfg.location().open_db().remove_token(cfg.name)
+    if json_output:
+        print_json({"removed": cfg.name})
+    else:
+        console.print(f"removed token {cfg.name} (it no longer works)", markup=False, highlight=False)
+
+
+# -- verify ------------------------------------------------------------------------------------------------
+
+
+def verify_hub(location: HubLocation) -> dict[str, Any]:
+    """Every blob re-hashed, every revision's files looked up: ``problems`` (corrupt or missing, each with its
+    repo, revision, the refs naming it, path and blob) and ``corrupt_unreferenced`` (damaged blobs no revision
+    uses)."""
+    import sqlalchemy as sa
+
+    from kaiyuan.teamhub.meta import entries, refs, repos  # heavy: sqlalchemy
+
+    db = location.open_db()
+    blobs = location.open_blobs()
+    stored, corrupt = set(), set()
+    for oid in blobs.all():
+        stored.add(oid)
+        if not SHA256.fullmatch(oid) or not blobs.verify(oid):
+            corrupt.add(oid)
+    names: dict[tuple[int, str], list[str]] = {}
+    rows = []
+    with db.engine.connect() as conn:
+        for ref in conn.execute(sa.select(refs.c.repo_id, refs.c.name, refs.c.sha).order_by(refs.c.name)):
+            names.setdefault((ref.repo_id, ref.sha), []).append(ref.name)
+        query = (sa.select(repos.c.id, repos.c.repo_type, repos.c.namespace, repos.c.name, entries.c.commit_sha,
+                           entries.c.path, entries.c.blob)
+                 .select_from(entries.join(repos, entries.c.repo_id == repos.c.id))
+                 .order_by(repos.c.repo_type, repos.c.namespace, repos.c.name, entries.c.commit_sha, entries.c.path))
+        rows = list(conn.execute(query))
+    db.engine.dispose()
+    problems, used = [], set()
+    for row in rows:
+        used.add(row.blob)
+        kind = "corrupt" if row.blob in corrupt else "missing" if row.blob not in stored else None
+        if kind is not None:
+            problems.append({"problem": kind, "repo": str(RepoId(row.repo_type, row.namespace, row.name)),
+                             "revision": row.commit_sha, "refs": names.get((row.id, row.commit_sha), []),
+                             "path": row.path, "blob": row.blob})
+    revisions = {(row.id, row.commit_sha) for row in rows}
+    return {"ok": not problems and not (corrupt - used), "storage": str(location.storage_dir()),
+            "database": location.database_kind(), "blobs": len(stored), "revisions": len(revisions),
+            "problems": problems, "corrupt_unreferenced": sorted(corrupt - used)}
+
+
+def hub_verify(cfg: HubVerifyConfig, json_output: bool) -> None:
+    report = verify_hub(cfg.location())
+    if json_output:
+        print_json(report)
+    else:
+        for p in report["problems"]:
+            named = f" ({', '.join(p['refs'])})" if p["refs"] else ""
+            why = "no longer matches its sha256" if p["problem"] == "corrupt" else "is not in the blob store"
+            echo(f"{p['problem']}: {p['repo']}@{p['revision']}{named} {p['path']}: blob {p['blob']} {why}")
+        for oid in report["corrupt_unreferenced"]:
+            echo(f"corrupt: blob {oid} (used by no revision) no longer matches its sha256")
+        checked = f"{report['blobs']} blob(s) and {report['revisions']} revision(s) checked in {report['storage']}"
+        wrong = len(report["problems"]) + len(report["corrupt_unreferenced"])
+        echo(f"clean: {checked}" if report["ok"] else f"{wrong} problem(s): {checked}")
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(hub_app, name="hub")
+    hub_app.add_typer(token_app, name="token")
+    command_from_config(hub_app, "serve", HubServeConfig, run_hub_serve, help=SERVE_HELP,
+                        json_help="Also print the hub's address and storage as JSON on stdout.")
+    command_from_config(hub_app, "verify", HubVerifyConfig, hub_verify, help=VERIFY_HELP,
+                        json_help="Print the report as JSON.")
+    command_from_config(token_app, "create", HubTokenCreateConfig, token_create, help=CREATE_HELP,
+                        json_help="Print {name, scope, namespace, token} as JSON.")
+    command_from_config(token_app, "list", HubTokenListConfig, token_list,
+                        help="The hub's tokens: name, scope, namespace, created (never the tokens).",
+                        json_help="Print JSON.")
+    command_from_config(token_app, "rm", HubTokenRmConfig, token_rm, help="Remove a token: it stops working at once.",
+                        json_help="Print JSON.")
