@@ -41,6 +41,7 @@ bench: install
 	$(BIN)/python benchmarks/ppo_bench.py
 	$(BIN)/python benchmarks/eval_mc_throughput.py
 	$(BIN)/python benchmarks/ui_ttft.py
+	$(BIN)/python benchmarks/hub_throughput.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

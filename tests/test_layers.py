@@ -20,7 +20,8 @@ HEAVY = {
     "kaiyuan.serve.engines.vllm_engine", "kaiyuan.serve.serving_chat", "kaiyuan.serve.serving_completion",
     "kaiyuan.serve.serving_embedding", "kaiyuan.web.app", "kaiyuan.web.arena", "kaiyuan.web.chat",
     "kaiyuan.web.compare", "kaiyuan.web.leaderboard", "kaiyuan.web.login", "kaiyuan.web.model_pages",
-    "kaiyuan.teamhub.app", "kaiyuan.teamhub.meta",  # fastapi; sqlalchemy (≈0.3 s more at every start)
+    # fastapi; sqlalchemy (≈0.3 s more at every start)
+    "kaiyuan.teamhub.app", "kaiyuan.teamhub.meta", "kaiyuan.teamhub.search",
 }
 
 

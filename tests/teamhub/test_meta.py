@@ -37,13 +37,13 @@ def versions(db: HubDB) -> list[int]:
 
 def test_migrations_are_recorded_and_applied_once(database_url):
     first = HubDB(database_url)
-    assert versions(first) == [1] == [len(meta.MIGRATIONS)]
+    assert versions(first) == [1, 2] == list(range(1, len(meta.MIGRATIONS) + 1))
     assert set(sa.inspect(first.engine).get_table_names()) >= {"schema_version", "repos", "commits", "entries",
-                                                               "refs", "tokens"}
+                                                               "refs", "tokens", "repo_cards"}
     repo = first.create_repo(repo_id("team/kept"))
     second = HubDB(database_url)  # a second server (or a restart) on the same database
-    assert second.migrate() == 1
-    assert versions(second) == [1]
+    assert second.migrate() == 2
+    assert versions(second) == [1, 2]
     assert second.repo(repo_id("team/kept")) == repo  # nothing was recreated
     first.engine.dispose()
     second.engine.dispose()
@@ -53,11 +53,11 @@ def test_a_database_of_a_newer_kaiyuan_is_refused(database_url):
     HubDB(database_url).engine.dispose()
     engine = sa.create_engine(database_url)
     with engine.begin() as conn:
-        conn.execute(meta.schema_version.insert().values(version=2))
+        conn.execute(meta.schema_version.insert().values(version=len(meta.MIGRATIONS) + 1))
     engine.dispose()
     with pytest.raises(KaiyuanError) as caught:
         HubDB(database_url)
-    assert str(caught.value) == f"{database_url}: written by a newer kaiyuan (schema 2, this one knows 1)"
+    assert str(caught.value) == f"{database_url}: written by a newer kaiyuan (schema 3, this one knows 2)"
 
 
 # -- repos -------------------------------------------------------------------------------------------------

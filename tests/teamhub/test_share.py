@@ -10,6 +10,7 @@ import pytest
 
 from kaiyuan.data.synthetic import SyntheticConfig, run_synthetic
 from kaiyuan.errors import KaiyuanError
+from kaiyuan.hub.card import write_cards
 from kaiyuan.hub.licenses import license_report
 from kaiyuan.hub.openness import openness_report
 from kaiyuan.hub.registry import Registry
@@ -63,7 +64,10 @@ def reply(model_id: str) -> str:
 def test_push_then_pull_into_a_fresh_home_gives_the_same_artifacts(made, hub, tmp_path, monkeypatch, online):
     home_a, merged = made
     original = Registry(home_a)
+    cards = write_cards(merged.id, original, out=tmp_path / "cards")  # the model's and its data's cards
     result = push(merged.id, "team/tiny-dates", hub.url, hub.token, registry=original)
+    card_ids = {cards.model.card.id, *(c.card.id for c in cards.data)}
+    assert {a.id for a in result.attached} == card_ids
     lineage_ids = [a.id for a in result.ancestors]
     assert sorted(lineage_ids) == sorted({node["id"] for node in original.lineage(merged.id)})
     assert result.artifact.repo == "team/tiny-dates" and result.artifact.id == merged.id
@@ -74,7 +78,8 @@ def test_push_then_pull_into_a_fresh_home_gives_the_same_artifacts(made, hub, tm
     copy = Registry(home_b)
     pulled = pull("team/tiny-dates", hub.url, hub.token, registry=copy)
     assert pulled.artifact.id == merged.id and [a.id for a in pulled.ancestors] == lineage_ids
-    for artifact_id in [*lineage_ids, merged.id]:
+    assert {a.id for a in pulled.attached} == card_ids
+    for artifact_id in [*lineage_ids, *card_ids, merged.id]:
         assert copy.get(artifact_id).manifest == original.get(artifact_id).manifest
     assert copy.lineage(merged.id) == original.lineage(merged.id)
     assert license_report(merged.id, copy).to_dict() == license_report(merged.id, original).to_dict()
@@ -98,7 +103,9 @@ def test_a_tampered_blob_is_refused_and_nothing_is_registered(made, hub, tmp_pat
 
     home_c = tmp_path / "c"
     monkeypatch.setenv("KAIYUAN_HOME", str(home_c))
-    with pytest.raises(KaiyuanError, match=r"team/tiny-dates@main: model\.safetensors does not match its manifest"):
+    # the hub itself refuses to serve the corrupt blob; were it served, pull's own sha256 check would refuse it
+    with pytest.raises(KaiyuanError, match=r"model\.safetensors (does not match its manifest|in the hub.s blob store "
+                                           r"no longer matches its sha256)"):
         pull("team/tiny-dates", hub.url, hub.token, registry=Registry(home_c))
     assert Registry(home_c).list() == []
     assert [p.name for p in (home_c / "artifacts").iterdir()] == []  # no staging left behind either
@@ -125,3 +132,24 @@ def test_push_and_pull_commands(made, hub, tmp_path, monkeypatch, capsys, online
     assert f"error: {hub.url}: Invalid credentials in Authorization header: writing needs a write token" in err
     code, out, err = run_cli(monkeypatch, capsys, "pull", "team/x", "--hub", "http://127.0.0.1:9")
     assert code == 2 and "cannot reach the hub at http://127.0.0.1:9" in err
+
+
+def test_files_that_do_not_match_their_manifest_are_refused(made, hub, tmp_path, monkeypatch, online):
+    """A revision whose bytes are intact on the hub but do not match the manifest it carries (uploaded by any
+    client): pull's own sha256 check refuses it."""
+    import shutil
+
+    from tests.teamhub.seed import seed_folder
+
+    _home_a, merged = made
+    forged = tmp_path / "forged"
+    shutil.copytree(merged.path, forged)
+    weights = forged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    seed_folder(hub.hub, "team/forged", forged)
+    monkeypatch.setenv("KAIYUAN_HOME", str(tmp_path / "d"))
+    with pytest.raises(KaiyuanError, match=r"team/forged@main: model\.safetensors does not match its manifest "
+                                           r"\(sha256 [0-9a-f]{12}…, the manifest says [0-9a-f]{12}…\): tampered or "
+                                           r"truncated, refused"):
+        pull("team/forged", hub.url, registry=Registry(tmp_path / "d"))
+    assert Registry(tmp_path / "d").list() == []

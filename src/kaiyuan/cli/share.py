@@ -6,7 +6,7 @@ import typer
 
 from kaiyuan.cli.from_config import command_from_config
 from kaiyuan.cli.output import console, err_console, print_json
-from kaiyuan.teamhub.share import PullConfig, PushConfig, ShareResult, default_hub, default_token
+from kaiyuan.teamhub.share import PullConfig, PushConfig, ShareResult, default_hub, default_token, pull, push
 
 
 def _say(line: str) -> None:
@@ -14,23 +14,19 @@ def _say(line: str) -> None:
 
 
 def _print(result: ShareResult, verb: str) -> None:
-    for shared in [*result.ancestors, result.artifact]:
+    for shared in [*result.ancestors, *result.attached, result.artifact]:
         state = "already here" if shared.skipped else verb
         console.print(f"{shared.kind:8} {shared.id}  {shared.name:40} {shared.repo}@{shared.revision[:12]}  {state}",
                       markup=False, highlight=False)
 
 
 def run_push(cfg: PushConfig, json_output: bool) -> None:
-    from kaiyuan.teamhub.share import push
-
     result = push(cfg.model, cfg.repo, cfg.hub or default_hub(), cfg.token or default_token(), private=cfg.private,
                   report=_say)
     print_json(result.to_dict()) if json_output else _print(result, "pushed")
 
 
 def run_pull(cfg: PullConfig, json_output: bool) -> None:
-    from kaiyuan.teamhub.share import pull
-
     result = pull(cfg.repo, cfg.hub or default_hub(), cfg.token or default_token(), allow_pickle=cfg.allow_pickle,
                   report=_say)
     print_json(result.to_dict()) if json_output else _print(result, "pulled")

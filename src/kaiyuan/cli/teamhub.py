@@ -21,6 +21,7 @@ from kaiyuan.serve.config import check_port_free, is_loopback
 from kaiyuan.teamhub.blobs import SHA256
 from kaiyuan.teamhub.config import (
     HubLocation,
+    HubSearchConfig,
     HubServeConfig,
     HubTokenCreateConfig,
     HubTokenListConfig,
@@ -187,6 +188,31 @@ def hub_verify(cfg: HubVerifyConfig, json_output: bool) -> None:
         raise typer.Exit(1)
 
 
+# -- search ------------------------------------------------------------------------------------------------
+
+SEARCH_HELP = ("Find the hub's artifacts (each repo's main, as its manifest.json describes it) by name, license, "
+               "openness and task. Reads the database directly, so private repos are listed too (marked).")
+
+
+def hub_search(cfg: HubSearchConfig, json_output: bool) -> None:
+    from kaiyuan.teamhub.search import CLASS_NAMES, card_dict, parse_mof_class  # heavy: fastapi, sqlalchemy
+
+    db = cfg.location().open_db()
+    cards = db.search(cfg.query or "", cfg.license_allows, parse_mof_class(cfg.min_mof_class), cfg.task)
+    db.engine.dispose()
+    if json_output:
+        print_json([card_dict(c) for c in cards])
+        return
+    table = Table(title=f"hub search: {len(cards)} repo(s)")
+    for column in ("repo", "kind", "name", "license", "commercial", "MOF", "task"):
+        table.add_column(column, no_wrap=True)
+    for c in cards:
+        commercial = "?" if c.commercial is None else "yes" if c.commercial else "no"
+        table.add_row(f"{c.repo_id}{' (private)' if c.private else ''}", c.kind, c.name, c.license, commercial,
+                      CLASS_NAMES.get(c.mof_class or 0, "?"), c.task or "")
+    console.print(table)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(hub_app, name="hub")
     hub_app.add_typer(token_app, name="token")
@@ -194,6 +220,8 @@ def register(app: typer.Typer) -> None:
                         json_help="Also print the hub's address and storage as JSON on stdout.")
     command_from_config(hub_app, "verify", HubVerifyConfig, hub_verify, help=VERIFY_HELP,
                         json_help="Print the report as JSON.")
+    command_from_config(hub_app, "search", HubSearchConfig, hub_search, help=SEARCH_HELP,
+                        json_help="Print the matching repos as JSON.")
     command_from_config(token_app, "create", HubTokenCreateConfig, token_create, help=CREATE_HELP,
                         json_help="Print {name, scope, namespace, token} as JSON.")
     command_from_config(token_app, "list", HubTokenListConfig, token_list,

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from kaiyuan import __version__
 from kaiyuan.errors import KaiyuanError
-from kaiyuan.teamhub import download, upload
+from kaiyuan.teamhub import download, search, upload
 from kaiyuan.teamhub.blobs import BlobStore
 from kaiyuan.teamhub.context import Hub, HubError
 from kaiyuan.teamhub.meta import HubDB
@@ -60,4 +60,5 @@ def create_hub_app(storage: Path, database_url: str | None = None, max_file_byte
 
     app.include_router(download.router)
     app.include_router(upload.router)
+    app.include_router(search.router)
     return app

@@ -141,6 +141,21 @@ class HubVerifyConfig(_Located):
     database: str | None = database_field()
 
 
+@dataclass
+class HubSearchConfig(_Located):
+    query: str | None = field(default=None, metadata={
+        "argument": True, "help": "Part of the repo id (namespace/name) or artifact name, any case (default: all)."})
+    license_allows: Literal["commercial"] | None = field(default=None, metadata={
+        "help": "Only artifacts whose license is known to allow this use."})
+    min_mof_class: str | None = field(default=None, metadata={
+        "help": "Only artifacts at least this open in the Model Openness Framework: I (open science, the most "
+                "open), II (open tooling) or III (open model); II keeps II and I. Artifacts whose class the hub "
+                "does not know are left out."})
+    task: str | None = field(default=None, metadata={"help": "Only artifacts of this task (config.task, e.g. dates)."})
+    storage: str | None = storage_field()
+    database: str | None = database_field()
+
+
 def url_host(host: str) -> str:
     """``host`` as it is written in a URL (an IPv6 address in brackets)."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -12,6 +12,12 @@ Revisions and paths arrive percent-encoded (``refs%2Fpr%2F1``); the raw request 
 its ``/``. The ETag of every file is the sha256 of its bytes (an LFS file also gets ``X-Linked-Etag`` and
 ``X-Linked-Size``, as on the Hub); the tree's ``oid`` is git's blob id (for an LFS file, of its pointer). No Xet
 header is ever sent, so clients download over plain HTTP.
+
+A damaged blob is never served as valid: the first whole read of a blob is hashed as it streams and its last chunk
+is sent only if the hash matches (else the connection drops, so the client holds a short, incomplete download); the
+outcome is remembered per file, inode, mtime and size, so later reads of the same unchanged file skip the hashing
+(a byte range is served only from a blob so checked; a corrupt one gets 500). Rot that changes none of those is
+left to `kaiyuan hub verify`, which re-hashes every blob.
 """
 
 from __future__ import annotations
@@ -20,8 +26,12 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
+import os
 import re
+import threading
 from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -38,6 +48,7 @@ from kaiyuan.teamhub.meta import Commit, Entry, Repo, entries
 from kaiyuan.teamhub.names import NameError_, check_path, repo_id
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 KINDS = {"models": "model", "datasets": "dataset"}
 PAGE = 1000
@@ -331,8 +342,99 @@ def serve_file(request: Request, hub: Hub, commit: Commit, entry: Entry) -> Resp
     headers["Content-Length"] = str(end - start + 1)
     if request.method == "HEAD" or entry.size == 0:
         return Response(status_code=status, headers=headers, media_type="application/octet-stream")
-    return StreamingResponse(hub.blobs.read(entry.blob, start, end), status_code=status, headers=headers,
-                             media_type="application/octet-stream")
+    known = remembered(hub.blobs, entry.blob)
+    if span is None and known is None:  # first whole read of this blob as it is now: hashed as it goes
+        body = checked_chunks(hub.blobs, entry, commit)  # its last chunk sent only if it matches
+    else:  # checked before (remembered per file, inode, mtime, size), or a part: the whole blob checked once first
+        if not (known if known is not None else blob_intact(hub.blobs, entry.blob)):
+            raise HubError(500, f"The content of {ascii_safe(entry.path)} in the hub's blob store no longer matches "
+                                f"its sha256 {entry.blob}: refused (an operator should run `kaiyuan hub verify`)",
+                           "CorruptBlob")
+        body = hub.blobs.read(entry.blob, start, end)
+    return StreamingResponse(body, status_code=status, headers=headers, media_type="application/octet-stream")
+
+
+# -- a damaged blob is never served as valid -------------------------------------------------------------------
+
+
+class CorruptBlobError(Exception):
+    """Raised inside a file's stream when its bytes do not hash to its sha256: the server drops the connection
+    before the last chunk, so the client sees a short body (never a complete file with wrong bytes)."""
+
+
+VERIFIED_MAX = 65536  # remembered blob checks (a hub holds more blobs: the oldest are forgotten)
+BlobKey = tuple[str, int, int, int]
+_verified: dict[BlobKey, bool] = {}
+_verified_lock = threading.Lock()
+_verifying: dict[BlobKey, threading.Lock] = {}
+
+
+def blob_key(blobs: BlobStore, oid: str) -> BlobKey:
+    """What a blob check is remembered under: the blob's file, its inode, mtime and size (a blob rewritten, in
+    place or replaced, is checked again)."""
+    path = blobs.path(oid)
+    stat = os.stat(path)
+    return str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def remember(key: BlobKey, intact: bool) -> None:
+    with _verified_lock:
+        if len(_verified) >= VERIFIED_MAX:
+            _verified.pop(next(iter(_verified)))
+        _verified[key] = intact
+
+
+def remembered(blobs: BlobStore, oid: str) -> bool | None:
+    """What the last check of this blob (as it is now) found; None if it was not checked."""
+    key = blob_key(blobs, oid)
+    with _verified_lock:
+        return _verified.get(key)
+
+
+def blob_intact(blobs: BlobStore, oid: str) -> bool:
+    """Whether the stored blob still hashes to ``oid``: re-hashed once per (file, mtime, size), then remembered;
+    requests for a blob being checked wait for that one check."""
+    key = blob_key(blobs, oid)
+    with _verified_lock:
+        known = _verified.get(key)
+        if known is not None:
+            return known
+        lock = _verifying.setdefault(key, threading.Lock())
+    with lock:
+        with _verified_lock:
+            known = _verified.get(key)
+        if known is None:
+            known = blobs.verify(oid)
+            remember(key, known)
+            if not known:
+                log.error("blob %s no longer matches its sha256: ranged downloads of it are refused "
+                          "(`kaiyuan hub verify` names the files that use it)", oid)
+    with _verified_lock:
+        _verifying.pop(key, None)
+    return known
+
+
+def checked_chunks(blobs: BlobStore, entry: Entry, commit: Commit) -> Iterator[bytes]:
+    """The whole blob of ``entry`` in chunks, hashed as they are read; the last chunk is held back until the hash
+    is known and, if the bytes no longer match ``entry.blob``, never sent: :class:`CorruptBlobError` is raised
+    instead and the connection drops. The outcome is remembered for ranged requests."""
+    key = blob_key(blobs, entry.blob)
+    digest, held, total = hashlib.sha256(), None, 0
+    for chunk in blobs.read(entry.blob, 0, entry.size - 1):
+        digest.update(chunk)
+        total += len(chunk)
+        if held is not None:
+            yield held
+        held = chunk
+    intact = total == entry.size and digest.hexdigest() == entry.blob
+    remember(key, intact)
+    if not intact:
+        log.error("corrupt blob %s: %s at revision %s no longer hashes to it (%d byte(s) read); the download was "
+                  "cut short before its last chunk (run `kaiyuan hub verify`)", entry.blob, entry.path, commit.sha,
+                  total)
+        raise CorruptBlobError(f"blob {entry.blob} of {entry.path} no longer matches its sha256")
+    if held is not None:
+        yield held
 
 
 def add_resolve_route(kind: str) -> None:

@@ -16,8 +16,9 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -71,7 +72,22 @@ tokens = sa.Table(
     sa.Column("namespace", sa.String(96)),  # None: every namespace
     sa.Column("created_at", sa.Float, nullable=False),
 )
-MIGRATIONS: tuple[tuple[sa.Table, ...], ...] = ((repos, commits, entries, refs, tokens),)  # version 1
+repo_cards = sa.Table(  # what search finds: the manifest.json of each repo's main (kaiyuan.teamhub.search)
+    "repo_cards", metadata,
+    sa.Column("repo_id", sa.Integer, sa.ForeignKey("repos.id"), primary_key=True),
+    sa.Column("sha", sa.String(40), nullable=False),  # the revision of main it was read from
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("license", sa.String(255), nullable=False),
+    sa.Column("commercial", sa.Boolean),  # None: the license's terms are unknown
+    sa.Column("mof_class", sa.Integer),  # 1 = Class I (open science) … 3 = Class III (open model); None: unknown
+    sa.Column("task", sa.String(96)),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+MIGRATIONS: tuple[tuple[sa.Table, ...], ...] = (
+    (repos, commits, entries, refs, tokens),  # version 1
+    (repo_cards,),  # version 2: search
+)
 SCOPES = ("read", "write")
 # nosec B105: the prefix that marks a hub token, not a token
 TOKEN_PREFIX = "kyh_"  # nosec B105
@@ -104,6 +120,22 @@ class Commit:
     message: str
     author: str | None
     created_at: float
+
+
+@dataclass(frozen=True)
+class Card:
+    """A repo as search lists it: what the manifest.json of its main says."""
+
+    repo_id: RepoId
+    private: bool
+    sha: str
+    kind: str
+    name: str
+    license: str
+    commercial: bool | None
+    mof_class: int | None
+    task: str | None
+    updated_at: float
 
 
 @dataclass(frozen=True)
@@ -264,6 +296,73 @@ class HubDB:
     def blobs_in_use(self) -> set[str]:
         with self.engine.connect() as conn:
             return set(conn.execute(sa.select(entries.c.blob).distinct()).scalars())
+
+    # -- search cards --------------------------------------------------------------------------------------
+
+    def set_card(self, repo: Repo, sha: str, *, kind: str, name: str, license: str, commercial: bool | None,
+                 mof_class: int | None = None, task: str | None = None, branch: str = "main") -> bool:
+        """Record the card of ``repo`` read from revision ``sha``, unless ``branch`` has moved past ``sha``
+        meanwhile (the newer commit indexes itself); returns whether it was recorded."""
+        values = {"sha": sha, "kind": kind[:32], "name": name[:255], "license": license[:255],
+                  "commercial": commercial, "mof_class": mof_class, "task": task[:96] if task else None,
+                  "updated_at": time.time()}
+        for attempt in range(2):
+            try:
+                with self.engine.begin() as conn:
+                    head = conn.execute(sa.select(refs.c.sha).where(refs.c.repo_id == repo.id,
+                                                                    refs.c.name == branch)).scalar()
+                    if head != sha:
+                        return False
+                    done = conn.execute(repo_cards.update().where(repo_cards.c.repo_id == repo.id).values(**values))
+                    if done.rowcount == 0:
+                        conn.execute(repo_cards.insert().values(repo_id=repo.id, **values))
+                return True
+            except sa.exc.IntegrityError:  # another writer inserted the card meanwhile: update it
+                if attempt:
+                    raise
+        return False
+
+    def drop_card(self, repo: Repo) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(repo_cards.delete().where(repo_cards.c.repo_id == repo.id))
+
+    def card(self, repo: Repo) -> Card | None:
+        found = self._cards(sa.true(), repo.id)
+        return found[0] if found else None
+
+    def search(self, query: str = "", license_allows: str | None = None, min_mof_class: int | None = None,
+               task: str | None = None, can_read: Callable[[str], bool] | None = None) -> list[Card]:
+        """The cards whose repo id (``namespace/name``) or artifact name holds ``query`` (any case), filtered:
+        ``license_allows="commercial"`` keeps licenses known to allow commercial use; ``min_mof_class`` keeps
+        classes at least that open (Class I is the most open: 2 keeps II and I); ``task`` keeps that task.
+        Private repos only where ``can_read(namespace)`` (None: every repo, as the CLI on the database sees)."""
+        if license_allows not in (None, "commercial"):
+            raise KaiyuanError(f"license_allows {license_allows!r}: expected commercial")
+        where = sa.true()
+        if query:
+            needle = query.lower()
+            repo_name = sa.func.lower(repos.c.namespace + "/" + repos.c.name)
+            where = sa.and_(where, sa.or_(repo_name.contains(needle, autoescape=True),
+                                          sa.func.lower(repo_cards.c.name).contains(needle, autoescape=True)))
+        if license_allows == "commercial":
+            where = sa.and_(where, repo_cards.c.commercial.is_(True))
+        if min_mof_class is not None:
+            where = sa.and_(where, repo_cards.c.mof_class.is_not(None), repo_cards.c.mof_class <= min_mof_class)
+        if task is not None:
+            where = sa.and_(where, sa.func.lower(repo_cards.c.task) == task.lower())
+        cards = self._cards(where)
+        return [c for c in cards if not c.private or (can_read is None or can_read(c.repo_id.namespace))]
+
+    def _cards(self, where: Any, repo_id: int | None = None) -> list[Card]:
+        query = (sa.select(repos.c.repo_type, repos.c.namespace, repos.c.name.label("repo_name"), repos.c.private,
+                           repo_cards)
+                 .select_from(repo_cards.join(repos, repo_cards.c.repo_id == repos.c.id)).where(where)
+                 .order_by(repos.c.namespace, repos.c.name, repos.c.repo_type))
+        if repo_id is not None:
+            query = query.where(repo_cards.c.repo_id == repo_id)
+        with self.engine.connect() as conn:
+            return [Card(RepoId(r.repo_type, r.namespace, r.repo_name), bool(r.private), r.sha, r.kind, r.name,
+                         r.license, r.commercial, r.mof_class, r.task, r.updated_at) for r in conn.execute(query)]
 
     # -- tokens --------------------------------------------------------------------------------------------
 

@@ -30,6 +30,8 @@ from kaiyuan.hub.registry import Artifact, Registry
 from kaiyuan.teamhub.names import check_part, check_path, repo_id
 
 LINEAGE_FILE = ".kaiyuan/lineage.json"
+ATTACHED_FILE = ".kaiyuan/attached.json"  # the target's cards and evaluations (and what they need)
+ATTACHED_KINDS = ("card", "eval")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 Report = Callable[[str], None]
 
@@ -54,9 +56,11 @@ class Shared:
 class ShareResult:
     artifact: Shared
     ancestors: list[Shared] = field(default_factory=list)
+    attached: list[Shared] = field(default_factory=list)  # cards and evaluations (and what they need)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"artifact": self.artifact.to_dict(), "ancestors": [a.to_dict() for a in self.ancestors]}
+        return {"artifact": self.artifact.to_dict(), "ancestors": [a.to_dict() for a in self.ancestors],
+                "attached": [a.to_dict() for a in self.attached]}
 
 
 def _repo_name(name: str) -> str:
@@ -137,6 +141,22 @@ def push(ref: str, target: str, hub_url: str, token: str | None = None, registry
         return _push(ref, target, hub_url, token, registry, private, report)
 
 
+def attachments(nodes: list[Artifact], registry: Registry) -> list[Artifact]:
+    """The cards and evaluations of ``nodes`` (what their openness grade and model card read), each after the
+    ancestors of its own that ``nodes`` lack, in an order a pull can register."""
+    known = {n.id for n in nodes}
+    found: list[Artifact] = []
+    for node in nodes:
+        for child in registry.children(node.id):
+            if child.kind not in ATTACHED_KINDS or child.id in known:
+                continue
+            for dep in [*ancestors_first(child, registry), child]:
+                if dep.id not in known:
+                    known.add(dep.id)
+                    found.append(dep)
+    return found
+
+
 def _push(ref: str, target: str, hub_url: str, token: str | None, registry: Registry | None, private: bool,
           report: Report | None) -> ShareResult:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
@@ -146,11 +166,16 @@ def _push(ref: str, target: str, hub_url: str, token: str | None, registry: Regi
     target_id = repo_id(target)
     api = _hf_api(hub_url, token)
     pushed: dict[str, Shared] = {}
-    chain = ancestors_first(artifact, registry)
-    for node in [*chain, artifact]:
+
+    def commit(repo: str, operations: list[Any], message: str, description: str) -> str:
+        with _git_lfs_uploads():
+            return api.create_commit(repo, operations=operations, commit_message=message,
+                                     commit_description=description).oid
+
+    def push_one(node: Artifact) -> None:
         registry.ensure_intact(node)
         repo = target_id.id if node is artifact else f"{target_id.namespace}/{_repo_name(node.name)}"
-        lineage = [pushed[a.id].to_dict() for a in ancestors_first(node, registry)]
+        lineage = [pushed[a.id].to_dict() for a in ancestors_first(node, registry) if a.id in pushed]
         api.create_repo(repo, private=private, exist_ok=True)
         ours = {**{path: node.path / path for path in node.manifest["files"]}, MANIFEST_NAME: node.path / MANIFEST_NAME}
         try:
@@ -159,18 +184,34 @@ def _push(ref: str, target: str, hub_url: str, token: str | None, registry: Regi
             present = set()
         operations: list[Any] = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(source))
                                  for path, source in sorted(ours.items())]
-        operations.append(CommitOperationAdd(path_in_repo=LINEAGE_FILE, path_or_fileobj=json.dumps(
-            {"id": node.id, "ancestors": [{k: v for k, v in a.items() if k != "skipped"} for a in lineage]},
-            indent=1, sort_keys=True).encode()))
+        operations.append(CommitOperationAdd(path_in_repo=LINEAGE_FILE, path_or_fileobj=_listing(
+            node.id, "ancestors", lineage)))
         stale = sorted(present - set(ours) - {LINEAGE_FILE})  # a previous artifact's files in this repo
         operations += [CommitOperationDelete(path_in_repo=path) for path in stale]
         if report:
             report(f"pushing {node.name} ({node.id}) → {repo}")
-        with _git_lfs_uploads():
-            commit = api.create_commit(repo, operations=operations, commit_message=f"kaiyuan {node.kind} {node.id}",
-                                       commit_description=f"{node.name}: {node.manifest.get('source', '')}")
-        pushed[node.id] = Shared(node.id, node.kind, node.name, repo, commit.oid)
-    return ShareResult(pushed[artifact.id], [pushed[a.id] for a in chain])
+        oid = commit(repo, operations, f"kaiyuan {node.kind} {node.id}",
+                     f"{node.name}: {node.manifest.get('source', '')}")
+        pushed[node.id] = Shared(node.id, node.kind, node.name, repo, oid)
+
+    chain = ancestors_first(artifact, registry)
+    for node in [*chain, artifact]:
+        push_one(node)
+    attached = attachments([*chain, artifact], registry)
+    for node in attached:
+        push_one(node)
+    if attached:  # the target's revision names its cards and evaluations too, so a pull brings them
+        entries = [pushed[a.id].to_dict() for a in attached]
+        oid = commit(target_id.id, [CommitOperationAdd(path_in_repo=ATTACHED_FILE, path_or_fileobj=_listing(
+            artifact.id, "attached", entries))], f"kaiyuan {artifact.kind} {artifact.id}: its cards and evaluations",
+            ", ".join(a.id for a in attached))
+        pushed[artifact.id].revision = oid
+    return ShareResult(pushed[artifact.id], [pushed[a.id] for a in chain], [pushed[a.id] for a in attached])
+
+
+def _listing(artifact_id: str, key: str, entries: list[dict[str, Any]]) -> bytes:
+    return json.dumps({"id": artifact_id, key: [{k: v for k, v in e.items() if k != "skipped"} for e in entries]},
+                      indent=1, sort_keys=True).encode()
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
@@ -251,22 +292,25 @@ def _pull(ref: str, hub_url: str, token: str | None, registry: Registry | None, 
                 report(f"pulling {where}")
             local = Path(snapshot_download(repo, revision=revision, endpoint=hub_url.rstrip("/"), token=token,
                                            cache_dir=staging / "cache"))
-            lineage_path = local / LINEAGE_FILE
-            lineage = json.loads(lineage_path.read_text(encoding="utf-8")) if lineage_path.is_file() else {}
+            lineage: dict[str, Any] = {}
+            for listing in (LINEAGE_FILE, ATTACHED_FILE):
+                if (local / listing).is_file():
+                    lineage.update(json.loads((local / listing).read_text(encoding="utf-8")))
             folder = _copy_listed(local, staging, where)
             manifest = _verify(folder, expected_id, allow_pickle, where)
             fetched.append((manifest, folder))
             return manifest, lineage, os.path.basename(str(local))
 
         top, lineage, top_sha = fetch(repo, revision, None)
-        ancestors = []
-        for entry in lineage.get("ancestors", []):
-            if registry.find_id(entry["id"]) is not None:
-                ancestors.append(Shared(entry["id"], entry["kind"], entry["name"], entry["repo"], entry["revision"],
-                                        skipped=True))
-                continue
-            fetch(entry["repo"], entry["revision"], entry["id"])
-            ancestors.append(Shared(entry["id"], entry["kind"], entry["name"], entry["repo"], entry["revision"]))
+        found: dict[str, list[Shared]] = {"ancestors": [], "attached": []}
+        for key, listed in found.items():
+            for entry in lineage.get(key, []):
+                shared = Shared(entry["id"], entry["kind"], entry["name"], entry["repo"], entry["revision"])
+                shared.skipped = registry.find_id(entry["id"]) is not None
+                if not shared.skipped:
+                    fetch(entry["repo"], entry["revision"], entry["id"])
+                listed.append(shared)
+        ancestors = found["ancestors"]
         # everything checked out: move into the registry, ancestors first, then register
         for manifest, folder in [*fetched[1:], fetched[0]]:
             destination = artifacts_dir / manifest.id
@@ -274,7 +318,7 @@ def _pull(ref: str, hub_url: str, token: str | None, registry: Registry | None, 
                 continue
             os.replace(folder, destination)
             registry.add(manifest, destination)
-        return ShareResult(Shared(top.id, top.kind, top.name, repo, top_sha), ancestors)
+        return ShareResult(Shared(top.id, top.kind, top.name, repo, top_sha), ancestors, found["attached"])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

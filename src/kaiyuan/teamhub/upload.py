@@ -45,6 +45,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from kaiyuan.teamhub import search
 from kaiyuan.teamhub.blobs import BlobError, check_sha256
 from kaiyuan.teamhub.context import Hub, HubError, hub_state, repo_not_found
 from kaiyuan.teamhub.meta import ConflictError, Entry, Repo, Token
@@ -595,6 +596,8 @@ async def commit(plural: str, namespace: str, name: str, revision: str, request:
     if header is None:
         raise HubError(400, "the commit is empty: expected a header line first", "BadRequest")
     sha = await run_in_threadpool(land, hub, repo, revision, header, ops, token)
+    if revision == search.BRANCH:  # what search finds: main's manifest.json
+        await run_in_threadpool(search.index_revision, hub, repo, sha)
     base = base_url(request)
     return {"success": True, "commitUrl": f"{repo_url(base, rid)}/commit/{sha}", "commitOid": sha,
             "commitMessage": header.message, "pullRequestUrl": None}

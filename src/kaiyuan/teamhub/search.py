@@ -1,0 +1,128 @@
+"""Search over the hub's repos by what their artifacts are: each commit to a repo's ``main`` whose tree holds a
+``manifest.json`` (what ``kaiyuan push`` puts there: kaiyuan's :class:`~kaiyuan.hub.manifest.Manifest`) indexes
+its kind, name and license, whether that license allows commercial use (:func:`kaiyuan.hub.licenses.
+license_properties`), the task (``config.task``, e.g. the synthetic ``dates``) and the MOF class.
+
+The MOF class (:mod:`kaiyuan.hub.openness`) is computed from the artifact's whole lineage in a registry, which the
+hub does not have: it is indexed only when the manifest itself records one (``metrics.mof_class`` or
+``config.mof_class``: ``"Class II"``, ``"II"`` or ``2``), else left unknown — and an unknown class never passes a
+``min_mof_class`` filter.
+
+``GET /api/kaiyuan/search?q=…&license_allows=commercial&min_mof_class=II&task=…`` answers the matching repos as
+JSON (private ones only with a token that may read their namespace); ``kaiyuan hub search`` asks the database
+directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from kaiyuan.errors import KaiyuanError
+from kaiyuan.hub.licenses import license_properties
+from kaiyuan.hub.manifest import MANIFEST_NAME
+from kaiyuan.teamhub.context import Hub, HubError, hub_state
+from kaiyuan.teamhub.meta import Card, Repo
+
+router = APIRouter()
+log = logging.getLogger(__name__)
+
+BRANCH = "main"  # the branch search reflects
+MAX_MANIFEST = 4 << 20  # bytes: a larger manifest.json is not indexed
+ROMAN = {"I": 1, "II": 2, "III": 3}
+CLASS_NAMES = {1: "Class I", 2: "Class II", 3: "Class III"}  # as kaiyuan.hub.openness names them
+
+
+def parse_mof_class(value: Any) -> int | None:
+    """A MOF class as 1–3 (1 = Class I, the most open): from ``1``/``"1"``, ``"II"`` or ``"Class III"`` (any case);
+    None for None; a KaiyuanError for anything else."""
+    if value is None:
+        return None
+    text = "" if isinstance(value, bool) else str(value).strip().upper().removeprefix("CLASS").strip()
+    number = ROMAN.get(text) or (int(text) if text in ("1", "2", "3") else None)
+    if number is None:
+        raise KaiyuanError(f"MOF class {value!r}: expected I, II or III (or 1, 2, 3)")
+    return number
+
+
+def recorded_mof_class(manifest: dict[str, Any]) -> int | None:
+    """The MOF class the manifest itself records (metrics, then config), or None."""
+    for section in ("metrics", "config"):
+        values = manifest.get(section)
+        if isinstance(values, dict) and values.get("mof_class") is not None:
+            try:
+                return parse_mof_class(values["mof_class"])
+            except KaiyuanError:
+                return None
+    return None
+
+
+def card_fields(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a card holds, read from a manifest (as a dict)."""
+    license = str(manifest.get("license") or "NOASSERTION")
+    config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    task = config.get("task")
+    return {"kind": str(manifest.get("kind") or "unknown"), "name": str(manifest.get("name") or ""),
+            "license": license, "commercial": license_properties(license).commercial_use,
+            "mof_class": recorded_mof_class(manifest), "task": task if isinstance(task, str) and task else None}
+
+
+def read_manifest(hub: Hub, repo: Repo, sha: str) -> dict[str, Any] | None:
+    """The revision's ``manifest.json`` as a dict; None without one (or one that is not a JSON object)."""
+    entry = next((e for e in hub.db.files(repo, sha) if e.path == MANIFEST_NAME), None)
+    if entry is None:
+        return None
+    if entry.size > MAX_MANIFEST:
+        log.warning("%s@%s: %s is %d bytes: not indexed", repo.repo_id, sha, MANIFEST_NAME, entry.size)
+        return None
+    try:
+        data = json.loads(b"".join(hub.blobs.read(entry.blob)))
+    except (OSError, ValueError) as exc:
+        log.warning("%s@%s: %s cannot be read (%s): not indexed", repo.repo_id, sha, MANIFEST_NAME, exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def index_revision(hub: Hub, repo: Repo, sha: str) -> Card | None:
+    """Index revision ``sha`` (the new head of ``main``): its manifest's card, or no card when it has no (readable)
+    manifest. Never raises: the commit has landed whatever happens here."""
+    try:
+        manifest = read_manifest(hub, repo, sha)
+        if manifest is None:
+            head = hub.db.resolve(repo, BRANCH)
+            if head is not None and head.sha == sha:  # main no longer holds an artifact
+                hub.db.drop_card(repo)
+            return None
+        if hub.db.set_card(repo, sha, branch=BRANCH, **card_fields(manifest)):
+            return hub.db.card(repo)
+    except Exception:  # noqa: BLE001 — a search index failure must not fail a landed commit
+        log.exception("%s@%s: indexing for search failed", repo.repo_id, sha)
+    return None
+
+
+def card_dict(card: Card) -> dict[str, Any]:
+    return {"repo": str(card.repo_id), "repo_type": card.repo_id.repo_type, "private": card.private,
+            "revision": card.sha, "kind": card.kind, "name": card.name, "license": card.license,
+            "commercial": card.commercial, "mof_class": CLASS_NAMES.get(card.mof_class) if card.mof_class else None,
+            "task": card.task, "updated_at": card.updated_at}
+
+
+@router.get("/api/kaiyuan/search")
+async def search(request: Request, q: str = "", license_allows: str | None = None, min_mof_class: str | None = None,
+                 task: str | None = None) -> list[dict[str, Any]]:
+    """The repos matching (public ones, and private ones the request's token may read)."""
+    if license_allows not in (None, "", "commercial"):
+        raise HubError(400, f"license_allows={license_allows!r}: expected commercial", "BadRequest")
+    try:
+        wanted = parse_mof_class(min_mof_class or None)
+    except KaiyuanError as exc:
+        raise HubError(400, f"min_mof_class: {exc}", "BadRequest") from exc
+    hub = hub_state(request)
+    grant = await run_in_threadpool(hub.grant, request)
+    cards = await run_in_threadpool(hub.db.search, q, license_allows or None, wanted, task or None,
+                                    lambda namespace: grant is not None and grant.can_read(namespace))
+    return [card_dict(c) for c in cards]
