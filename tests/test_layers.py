@@ -21,7 +21,7 @@ HEAVY = {
     "kaiyuan.serve.serving_embedding", "kaiyuan.web.app", "kaiyuan.web.arena", "kaiyuan.web.chat",
     "kaiyuan.web.compare", "kaiyuan.web.leaderboard", "kaiyuan.web.login", "kaiyuan.web.model_pages",
     # fastapi; sqlalchemy (≈0.3 s more at every start)
-    "kaiyuan.teamhub.app", "kaiyuan.teamhub.meta", "kaiyuan.teamhub.search",
+    "kaiyuan.teamhub.app", "kaiyuan.teamhub.meta", "kaiyuan.teamhub.search", "kaiyuan.teamhub.verify",
 }
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any
 
 import typer
 from rich.table import Table
@@ -18,9 +17,7 @@ from kaiyuan.cli.from_config import command_from_config
 from kaiyuan.cli.output import console, echo, err_console, print_json
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.serve.config import check_port_free, is_loopback
-from kaiyuan.teamhub.blobs import SHA256
 from kaiyuan.teamhub.config import (
-    HubLocation,
     HubSearchConfig,
     HubServeConfig,
     HubTokenCreateConfig,
@@ -29,7 +26,7 @@ from kaiyuan.teamhub.config import (
     HubVerifyConfig,
     url_host,
 )
-from kaiyuan.teamhub.names import RepoId, check_part
+from kaiyuan.teamhub.names import check_part
 
 hub_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True,
                       help="The team hub: a self-hosted Hugging Face-compatible hub for models and datasets "
@@ -130,47 +127,9 @@ def token_rm(cfg: HubTokenRmConfig, json_output: bool) -> None:
 # -- verify ------------------------------------------------------------------------------------------------
 
 
-def verify_hub(location: HubLocation) -> dict[str, Any]:
-    """Every blob re-hashed, every revision's files looked up: ``problems`` (corrupt or missing, each with its
-    repo, revision, the refs naming it, path and blob) and ``corrupt_unreferenced`` (damaged blobs no revision
-    uses)."""
-    import sqlalchemy as sa
-
-    from kaiyuan.teamhub.meta import entries, refs, repos  # heavy: sqlalchemy
-
-    db = location.open_db()
-    blobs = location.open_blobs()
-    stored, corrupt = set(), set()
-    for oid in blobs.all():
-        stored.add(oid)
-        if not SHA256.fullmatch(oid) or not blobs.verify(oid):
-            corrupt.add(oid)
-    names: dict[tuple[int, str], list[str]] = {}
-    rows = []
-    with db.engine.connect() as conn:
-        for ref in conn.execute(sa.select(refs.c.repo_id, refs.c.name, refs.c.sha).order_by(refs.c.name)):
-            names.setdefault((ref.repo_id, ref.sha), []).append(ref.name)
-        query = (sa.select(repos.c.id, repos.c.repo_type, repos.c.namespace, repos.c.name, entries.c.commit_sha,
-                           entries.c.path, entries.c.blob)
-                 .select_from(entries.join(repos, entries.c.repo_id == repos.c.id))
-                 .order_by(repos.c.repo_type, repos.c.namespace, repos.c.name, entries.c.commit_sha, entries.c.path))
-        rows = list(conn.execute(query))
-    db.engine.dispose()
-    problems, used = [], set()
-    for row in rows:
-        used.add(row.blob)
-        kind = "corrupt" if row.blob in corrupt else "missing" if row.blob not in stored else None
-        if kind is not None:
-            problems.append({"problem": kind, "repo": str(RepoId(row.repo_type, row.namespace, row.name)),
-                             "revision": row.commit_sha, "refs": names.get((row.id, row.commit_sha), []),
-                             "path": row.path, "blob": row.blob})
-    revisions = {(row.id, row.commit_sha) for row in rows}
-    return {"ok": not problems and not (corrupt - used), "storage": str(location.storage_dir()),
-            "database": location.database_kind(), "blobs": len(stored), "revisions": len(revisions),
-            "problems": problems, "corrupt_unreferenced": sorted(corrupt - used)}
-
-
 def hub_verify(cfg: HubVerifyConfig, json_output: bool) -> None:
+    from kaiyuan.teamhub.verify import verify_hub  # heavy: sqlalchemy
+
     report = verify_hub(cfg.location())
     if json_output:
         print_json(report)
