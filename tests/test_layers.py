@@ -20,8 +20,12 @@ HEAVY = {
     "kaiyuan.serve.engines.vllm_engine", "kaiyuan.serve.serving_chat", "kaiyuan.serve.serving_completion",
     "kaiyuan.serve.serving_embedding", "kaiyuan.web.app", "kaiyuan.web.arena", "kaiyuan.web.chat",
     "kaiyuan.web.compare", "kaiyuan.web.leaderboard", "kaiyuan.web.login", "kaiyuan.web.model_pages",
+    "kaiyuan.web.hub_pages",
     # fastapi; sqlalchemy (≈0.3 s more at every start)
     "kaiyuan.teamhub.app", "kaiyuan.teamhub.meta", "kaiyuan.teamhub.search", "kaiyuan.teamhub.verify",
+    "kaiyuan.teamhub.gc",
+    # the catalog: ≈1 s to parse the three imported catalogs, and only the commands that answer from it need it
+    "kaiyuan.catalog.store", "kaiyuan.catalog.imported", "kaiyuan.hub.catalog_answers", "kaiyuan.cli.catalog",
 }
 
 

@@ -122,6 +122,22 @@ def import_smollm2(registry: Registry | None = None) -> Artifact:
                               "HuggingFaceTB/SmolLM2-135M-Instruct)", registry=registry)
 
 
+# tokenizer settings transformers records from the environment, not from the tokenizer: saved, they would make the same
+# training run write different bytes online and offline (HF_HUB_OFFLINE forces local_files_only=True)
+ENVIRONMENT_KWARGS = ("local_files_only",)
+
+
+def load_tokenizer(directory: Path, **kwargs: Any) -> Any:
+    """``AutoTokenizer.from_pretrained`` on a local directory, without the settings it takes from the environment
+    (:data:`ENVIRONMENT_KWARGS`), so that saving it writes the same bytes wherever it runs."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)  # nosec B615: a local directory, not a hub id
+    for name in ENVIRONMENT_KWARGS:
+        tokenizer.init_kwargs.pop(name, None)
+    return tokenizer
+
+
 def gguf_license(path: Path) -> str:
     """The license a GGUF file declares in its ``general.license`` metadata."""
     from gguf import GGUFReader
@@ -133,10 +149,10 @@ def gguf_license(path: Path) -> str:
 def import_gguf(path: Path, name: str, license: str, source: str, registry: Registry | None = None) -> Artifact:
     """Dequantize a GGUF file into a safetensors model artifact (done once; it is then in the registry)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
 
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)  # nosec B615: a local directory
+    tokenizer = load_tokenizer(path.parent, gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)  # nosec B615: a local directory
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
@@ -232,7 +248,7 @@ def load_model(ref: str | Artifact, registry: Registry | None = None, dtype: str
     """Tokenizer and model for a reference; adapters are applied on top of their base model. A registered
     artifact whose files no longer match its manifest is refused (ArtifactCorruptError), never loaded."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     registry = registry or Registry()
     artifact = registry.ensure_intact(ref) if isinstance(ref, Artifact) else resolve_model(ref, registry)
@@ -250,7 +266,7 @@ def load_model(ref: str | Artifact, registry: Registry | None = None, dtype: str
         extra = {"quantization_config": quantization_config} if quantization_config is not None else {}
         model = AutoModelForCausalLM.from_pretrained(artifact.path, dtype=torch_dtype, use_safetensors=True, **extra)  # nosec B615: a local directory
         tokenizer_dir = artifact.path
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)  # nosec B615: a local directory
+    tokenizer = load_tokenizer(tokenizer_dir)
     if not for_training:
         model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, artifact=artifact)

@@ -290,4 +290,128 @@ def test_cli_unknown_model_is_a_clear_error(registry, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exited:
         main()
     assert exited.value.code == 2
-    assert "error: no artifact 'no-such-model' in the registry" in capsys.readouterr().err
+    assert capsys.readouterr().err == ("error: 'no-such-model' is not a registered artifact, a local model folder or "
+                                       ".gguf file, or a model of kaiyuan's catalog\n")
+
+
+# ------------------------------------------------------- licenses of the catalog's models (catalog/data/models.yaml)
+
+
+def props_tuple(spdx):
+    p = license_properties(spdx)
+    return (p.known, p.commercial_use, p.derivatives, p.attribution, p.share_alike, p.osi_approved, p.open_data,
+            p.acceptable_use_policy, p.user_cap, p.no_improving_other_models, p.name_prefix, p.display_notice, p.url)
+
+
+def test_catalog_model_licenses_have_exact_properties():
+    assert props_tuple("LicenseRef-LLaMA-1") == (
+        True, False, True, False, False, False, False, None, None, False, None, None,
+        "https://github.com/facebookresearch/llama/blob/llama_v1/MODEL_CARD.md")
+    assert props_tuple("LicenseRef-OpenAI-Terms") == (
+        True, True, True, False, False, False, False, "OpenAI Usage Policies", None, True, None, None,
+        "https://openai.com/policies/terms-of-use")
+    assert props_tuple("LicenseRef-Baichuan-2") == (
+        True, None, True, False, False, False, False, None, None, False, None, None,
+        "https://huggingface.co/baichuan-inc/Baichuan2-7B-Base/blob/main/Community%20License%20for%20Baichuan2%20Model.pdf")
+    assert props_tuple("LicenseRef-ChatGLM-6B") == (
+        True, True, True, True, False, False, False, "ChatGLM-6B License restrictions (section 3)", None, False, None,
+        None, "https://github.com/THUDM/ChatGLM-6B/blob/main/MODEL_LICENSE")
+    assert props_tuple("LicenseRef-Yi") == (
+        True, True, True, True, False, False, False, "Yi Series Models License restrictions (section 2)", None, False,
+        None, None, "https://github.com/01-ai/Yi/blob/main/MODEL_LICENSE_AGREEMENT.txt")
+    assert props_tuple("LicenseRef-Falcon-180B") == (
+        True, True, True, True, False, False, False, "Falcon 180B Acceptable Use Policy", None, False, None, None,
+        "https://huggingface.co/tiiuae/falcon-180B/blob/main/LICENSE.txt")
+    assert props_tuple("LicenseRef-Qwen") == (
+        True, True, True, True, False, False, False, None, 100_000_000, False, None, "Built with Qwen",
+        "https://huggingface.co/Qwen/Qwen2.5-72B-Instruct/blob/main/LICENSE")
+    assert props_tuple("LicenseRef-Qwen-Research") == (
+        True, False, True, True, False, False, False, None, None, False, None, "Built with Qwen",
+        "https://huggingface.co/Qwen/Qwen2.5-3B-Instruct/blob/main/LICENSE")
+    assert props_tuple("LicenseRef-Apple-ASCL") == (
+        True, True, True, True, False, False, False, None, None, False, None, None,
+        "https://huggingface.co/apple/DCLM-7B")
+    assert [license_properties(s).open_license for s in (
+        "LicenseRef-LLaMA-1", "LicenseRef-OpenAI-Terms", "LicenseRef-Yi", "LicenseRef-Apple-ASCL")] == [
+        False, False, False, False]
+
+
+def test_catalog_model_license_obligations():
+    assert license_properties("LicenseRef-LLaMA-1").obligations == (
+        "LicenseRef-LLaMA-1: use the LLaMA weights and models derived from them for non-commercial research only",)
+    assert license_properties("LicenseRef-OpenAI-Terms").obligations == (
+        "LicenseRef-OpenAI-Terms: do not use outputs of OpenAI's services to develop models that compete with OpenAI",
+        "LicenseRef-OpenAI-Terms: comply with the OpenAI Usage Policies")
+    assert license_properties("LicenseRef-Baichuan-2").obligations == (
+        "LicenseRef-Baichuan-2: apply to Baichuan (opensource@baichuan-inc.com) and obtain written authorization "
+        "before any commercial use of Baichuan 2 or its derivatives",
+        "LicenseRef-Baichuan-2: commercial use only for services or products with fewer than 1 million daily active "
+        "users, by licensees that are not software or cloud service providers, without sublicensing the commercial "
+        "license to third parties")
+    assert license_properties("LicenseRef-Falcon-180B").obligations[1] == (
+        "LicenseRef-Falcon-180B: offering Falcon 180B or a derivative as a hosted service (Hosting Use, e.g. an API or "
+        "a managed service) may need a separate license from TII")
+    assert license_properties("LicenseRef-Qwen").obligations[-1] == (
+        "LicenseRef-Qwen: products or services with more than 100 million monthly active users need a license from "
+        "Alibaba Cloud")
+    assert [len(license_properties(s).obligations) for s in (
+        "LicenseRef-ChatGLM-6B", "LicenseRef-Yi", "LicenseRef-Falcon-180B", "LicenseRef-Qwen",
+        "LicenseRef-Qwen-Research", "LicenseRef-Apple-ASCL")] == [3, 4, 3, 4, 3, 2]
+    assert all(o.startswith(s + ": ") for s in ("LicenseRef-ChatGLM-6B", "LicenseRef-Yi", "LicenseRef-Qwen-Research")
+               for o in license_properties(s).obligations)
+
+
+def test_catalog_model_license_names_normalize():
+    texts = ["LLaMA license agreement", "llama 1", "Code Llama license", "OpenAI Terms of Use",
+             "Apache-2.0 and Community License for Baichuan2 Model", "Baichuan 2 模型社区许可协议",
+             "The ChatGLM-6B License", "ChatGLM2-6B License", "Yi Series Models Community License Agreement",
+             "Apache 2.0 and bespoke Yi Series Community License Agreement 2.1", "FALCON 180B TII LICENSE VERSION 1.0",
+             "Qwen RESEARCH LICENSE AGREEMENT", "Tongyi Qianwen RESEARCH LICENSE AGREEMENT", "Qwen LICENSE AGREEMENT",
+             "Tongyi Qianwen LICENSE AGREEMENT", "Apple Sample Code License", "licenseref-llama-1", "Llama 5 license"]
+    assert [normalize_license(t) for t in texts] == [
+        "LicenseRef-LLaMA-1", "LicenseRef-LLaMA-1", "LicenseRef-Code-Llama-license", "LicenseRef-OpenAI-Terms",
+        "LicenseRef-Baichuan-2", "LicenseRef-Baichuan-2", "LicenseRef-ChatGLM-6B", "LicenseRef-ChatGLM2-6B-License",
+        "LicenseRef-Yi", "LicenseRef-Yi", "LicenseRef-Falcon-180B", "LicenseRef-Qwen-Research",
+        "LicenseRef-Qwen-Research", "LicenseRef-Qwen", "LicenseRef-Tongyi-Qianwen", "LicenseRef-Apple-ASCL",
+        "LicenseRef-LLaMA-1", "LicenseRef-Llama-5-license"]
+    assert [normalize_license(h) for h in ("qwen", "qwen-research", "tongyi-qianwen-research", "apple-ascl")] == [
+        "LicenseRef-Qwen", "LicenseRef-Qwen-Research", "LicenseRef-Qwen-Research", "LicenseRef-Apple-ASCL"]
+
+
+def test_llama_1_weights_mean_no_and_openai_outputs_are_a_risk(registry):
+    llama = make("model", "llama-7b", "LicenseRef-LLaMA-1")
+    davinci = make("model", "text-davinci-003", "LicenseRef-OpenAI-Terms")
+    alpaca_data = make("dataset", "alpaca-data", "CC-BY-NC-4.0", [(davinci, "generator")])
+    alpaca = make("model", "alpaca-7b", "LicenseRef-LLaMA-1", [(llama, "finetune"), (alpaca_data, "dataset")])
+    report = license_report(alpaca.id, registry)
+    assert report.verdict == "no"
+    assert [(r["level"], r["kind"], r["path"]) for r in report.risks] == [
+        ("blocker", "non-commercial", [alpaca.id]), ("blocker", "non-commercial", [alpaca.id, llama.id]),
+        ("risk", "non-commercial-data", [alpaca.id, alpaca_data.id]),
+        ("risk", "improves-other-model", [alpaca.id, alpaca_data.id, davinci.id])]
+    assert report.risks[-1]["message"] == (
+        "OpenAI outputs (text-davinci-003, generator) train a model not made by OpenAI (llama-7b "
+        "(LicenseRef-LLaMA-1)) — OpenAI's terms forbid using outputs to develop models that compete with OpenAI")
+    base = make("model", "gpt-j-6b", "Apache-2.0")
+    chatgpt = make("model", "gpt-3.5-turbo", "LicenseRef-OpenAI-Terms")
+    prompts = make("dataset", "gpt4all-j-prompts", "Apache-2.0", [(chatgpt, "generator")])
+    tuned = make("model", "gpt4all-j", "Apache-2.0", [(base, "finetune"), (prompts, "dataset")])
+    report = license_report(tuned.id, registry)
+    assert (report.verdict, [r["kind"] for r in report.risks]) == ("risk", ["improves-other-model"])
+    assert report.use_policies == ["OpenAI Usage Policies"]
+
+
+def test_licenses_that_need_the_licensors_approval_are_a_commercial_risk(registry):
+    base = make("model", "Baichuan2-7B-Base", "LicenseRef-Baichuan-2")
+    report = license_report(base.id, registry)
+    assert (report.verdict, report.risks[0]["kind"], report.risks[0]["message"]) == (
+        "risk", "commercial-conditions", "Baichuan2-7B-Base is licensed LicenseRef-Baichuan-2: commercial use needs "
+        "the licensor's separate approval")
+    tuned = make("model", "baichuan-dates", "Apache-2.0", [(base, "finetune")])
+    assert [(r["level"], r["kind"]) for r in license_report(tuned.id, registry).risks] == [
+        ("risk", "commercial-conditions"), ("flag", "license-mismatch")]
+    qwen = make("model", "Qwen2.5-72B-Instruct", "qwen")
+    report = license_report(qwen.id, registry)
+    assert (report.verdict, report.user_cap) == ("yes", 100_000_000)
+    research = make("model", "Qwen2.5-3B-Instruct", "qwen-research")
+    assert license_report(research.id, registry).verdict == "no"

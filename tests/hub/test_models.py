@@ -27,6 +27,22 @@ def test_tiny_llama_loads_with_chat_template(tiny):
     assert loaded.model.config.num_hidden_layers == 2
 
 
+def test_a_saved_tokenizer_is_the_same_online_and_offline(tiny, tmp_path, monkeypatch):
+    """transformers forces local_files_only=True when HF_HUB_OFFLINE is set and would save it into
+    tokenizer_config.json: the same training run would then write other bytes online (found by reproducing a model
+    pulled from the team hub)."""
+    import huggingface_hub.constants as constants
+
+    saved = {}
+    for offline in ("1", "0"):
+        monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline == "1")
+        load_model("tiny-llama").tokenizer.save_pretrained(tmp_path / offline)
+        saved[offline] = (tmp_path / offline / "tokenizer_config.json").read_bytes()
+    assert b"local_files_only" not in saved["1"]
+    assert saved["1"] == saved["0"]
+
+
 def test_local_directory_is_imported_with_its_card_license(tiny, tmp_path):
     import shutil
 

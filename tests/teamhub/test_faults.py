@@ -27,7 +27,7 @@ from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError
 
 from kaiyuan.serve.server import BackgroundServer, free_port
-from kaiyuan.teamhub.app import create_hub_app
+from kaiyuan.teamhub.app import STALE_UPLOAD_SECONDS, create_hub_app
 from kaiyuan.teamhub.config import HubLocation
 from tests.conftest import run_cli
 from tests.teamhub.seed import seed
@@ -254,6 +254,10 @@ def test_a_push_killed_mid_upload_leaves_nothing_and_can_be_retried(online, tmp_
         assert type(failed[0].__cause__).__module__.startswith("httpx"), repr(failed[0].__cause__)  # the network
         assert leftover.exists() and leftover.stat().st_size < len(big)  # what the killed server left
 
+        # an upload in progress writes its file at least every few seconds; a file untouched for longer than
+        # STALE_UPLOAD_SECONDS is a killed server's leftover (another hub process on this storage may be mid-upload)
+        stale = time.time() - STALE_UPLOAD_SECONDS - 1
+        os.utime(leftover, (stale, stale))
         hub.start()  # the same storage: the leftover is swept, no revision landed
         assert not list(temp.glob("upload-*"))
         assert api.model_info("team/big").sha == before

@@ -14,10 +14,16 @@ import pytest
 
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.serve.server import free_port
-from kaiyuan.teamhub.config import HubLocation
-from kaiyuan.teamhub.meta import Entry, HubDB, Token
+from kaiyuan.teamhub.config import DATABASE_ENV, HubLocation
+from kaiyuan.teamhub.meta import Entry, HubDB, Token, shown_url
 from kaiyuan.teamhub.names import repo_id
 from tests.conftest import run_cli
+
+
+@pytest.fixture(autouse=True)
+def no_database_env(monkeypatch):
+    """Each test says which database it means: none comes from the environment of whoever runs the tests."""
+    monkeypatch.delenv(DATABASE_ENV, raising=False)
 
 
 def typed(url: str) -> str:
@@ -54,6 +60,50 @@ def test_an_unreachable_database_is_a_clear_error(monkeypatch, capsys, home):
     assert code == 2
     assert "error: database postgresql://hub:***@127.0.0.1:" in err and "cannot open it" in err
     assert "s3cret" not in err
+
+
+def test_the_database_url_may_come_from_the_environment(monkeypatch, capsys, home, tmp_path, database_url):
+    monkeypatch.setenv("KAIYUAN_HUB_DATABASE", typed(database_url))
+    code, out, err = run_cli(monkeypatch, capsys, "hub", "token", "create", "ci", "--scope", "read")
+    assert code == 0, err
+    db = HubDB(database_url)
+    assert db.check_token(out.strip()) == Token("ci", "read", None)
+    db.engine.dispose()
+    assert not (home / "hub" / "hub.sqlite").exists()  # not the default database
+    assert HubLocation().database_url() == database_url
+
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.sqlite'}"  # the flag wins over the environment
+    code, out, err = run_cli(monkeypatch, capsys, "hub", "token", "list", "--json", "--database", elsewhere)
+    assert code == 0 and json.loads(out) == [], err
+    assert HubLocation(database=elsewhere).database_url() == elsewhere
+
+
+def test_the_database_password_is_never_shown(monkeypatch, capsys, home, captured_run):
+    port = free_port()
+    monkeypatch.setenv("KAIYUAN_HUB_DATABASE", f"postgresql://hub:s3cret@127.0.0.1:{port}/hub")
+    location = HubLocation()
+    masked = f"postgresql://hub:***@127.0.0.1:{port}/hub"
+    assert location.describe() == {"storage": str(home.resolve() / "hub"), "database": "postgresql",
+                                   "database_url": masked}
+    for args in (["hub", "token", "list"], ["hub", "verify"], ["hub", "gc", "--dry-run"],
+                 ["hub", "serve", "--port", free_port()]):
+        code, out, err = run_cli(monkeypatch, capsys, *args)
+        assert code == 2, (args, out, err)
+        assert f"error: database {masked}: cannot open it (" in err and "s3cret" not in out + err, args
+    assert captured_run == []
+
+    driver = RuntimeError('connection to "127.0.0.1" failed: FATAL: password "s3cret" authentication failed')
+    assert str(location.cannot_open(driver)) == (f"database {masked}: cannot open it (connection to \"127.0.0.1\" "
+                                                 'failed: FATAL: password "***" authentication failed)')
+    query = HubLocation(database="postgresql://hub@db/hub?sslmode=require&password=s%40cret")
+    assert query.shown_database() == "postgresql://hub@db/hub?sslmode=require&password=***"
+    assert query.scrub("s@cret and s%40cret") == "*** and ***"
+    assert shown_url("postgresql+psycopg://hub:s3cret@db/hub") == "postgresql+psycopg://hub:***@db/hub"
+
+    code, out, _ = run_cli(monkeypatch, capsys, "hub", "serve", "--help")
+    assert code == 0
+    assert ("Put a password in KAIYUAN_HUB_DATABASE rather than on the command line, where ps shows it."
+            in " ".join(out.split()))
 
 
 # -- tokens ------------------------------------------------------------------------------------------------
@@ -196,7 +246,8 @@ def test_hub_commands_start_without_heavy_imports(home):
              "atexit.register(lambda: sys.__stderr__.write('HEAVY:' + ','.join(m for m in ('sqlalchemy', 'fastapi', "
              "'uvicorn', 'psycopg', 'torch') if m in sys.modules) + '\\n'))\n"
              "from kaiyuan.cli import main; main()\n")
-    for args in (["--help"], ["hub", "--help"], ["hub", "serve", "--help"], ["hub", "token", "create", "--help"]):
+    for args in (["--help"], ["hub", "--help"], ["hub", "serve", "--help"], ["hub", "token", "create", "--help"],
+                 ["hub", "gc", "--help"]):
         done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120,
                               env={**os.environ, "KAIYUAN_HOME": str(home)})
         assert done.returncode == 0, done.stderr
@@ -220,6 +271,9 @@ def test_serve_resolves_the_hub_and_announces_it(monkeypatch, capsys, home, capt
     fake.create_hub_app = lambda storage, url=None, max_file_bytes=0: made.append((storage, url, max_file_bytes)) \
         or "the app"
     monkeypatch.setitem(sys.modules, "kaiyuan.teamhub.app", fake)
+    pages = types.ModuleType("kaiyuan.web.hub_pages")  # the web pages need a real app: not mounted on the stand-in
+    pages.mount_hub_pages = lambda app: None
+    monkeypatch.setitem(sys.modules, "kaiyuan.web.hub_pages", pages)
     port = free_port()
     code, out, err = run_cli(monkeypatch, capsys, "hub", "serve", "--port", port, "--max-file-bytes", 1000)
     assert code == 0, err

@@ -99,6 +99,23 @@ def test_mof_classes_and_manifest_fields():
     assert card_fields({"kind": "model", "name": "m", "license": "my own terms"})["commercial"] is None
 
 
+def test_a_pushed_report_decides_commercial_use_and_the_mof_class():
+    """kaiyuan push's .kaiyuan/reports.json: the lineage's verdict, not the model's own license, and its MOF class."""
+    manifest = {"id": "model-0123456789ab", "kind": "model", "name": "m", "license": "Apache-2.0"}
+
+    def fields(verdict, mof_class, report_id="model-0123456789ab"):
+        return card_fields(manifest, {"id": report_id, "license": {"verdict": verdict},
+                                      "openness": {"mof_class": mof_class}})
+
+    assert card_fields(manifest)["commercial"] is True and card_fields(manifest)["mof_class"] is None
+    assert (fields("no", "Class II")["commercial"], fields("no", "Class II")["mof_class"]) == (False, 2)  # NC data
+    assert (fields("risk", "Class III")["commercial"], fields("risk", "Class III")["mof_class"]) == (None, 3)
+    assert (fields("yes", None)["commercial"], fields("yes", None)["mof_class"]) == (True, None)
+    assert fields("yes", "Class IX")["mof_class"] is None  # unreadable: unknown, never a pass
+    ignored = fields("no", "Class I", report_id="model-ffffffffffff")  # a report about another artifact
+    assert (ignored["commercial"], ignored["mof_class"]) == (True, None)
+
+
 @pytest.fixture
 def online(monkeypatch):
     """huggingface_hub talks to the test's hub (tests/conftest.py keeps it offline otherwise)."""
@@ -138,7 +155,7 @@ def test_pushed_artifacts_are_found_by_license_name_and_task(tmp_path, monkeypat
     assert [c["repo"] for c in found] == ["team/dates-train", "team/tiny"]  # the CLI sees private repos too
     [tiny_card] = [c for c in found if c["repo"] == "team/tiny"]
     assert tiny_card["name"] == tiny.name and tiny_card["kind"] == "model" and tiny_card["license"] == "Apache-2.0"
-    assert tiny_card["commercial"] is True and tiny_card["mof_class"] is None  # the class needs the registry
+    assert tiny_card["commercial"] is True and tiny_card["mof_class"] is None  # as its pushed report says: no class
     code, out, err = run_cli(monkeypatch, capsys, "hub", "search", "NOTES", "--storage", storage, "--json")
     assert code == 0, err
     assert [(c["repo"], c["license"], c["commercial"]) for c in json.loads(out)] == [

@@ -15,12 +15,14 @@ from kaiyuan.hub.licenses import license_report
 from kaiyuan.hub.openness import openness_report
 from kaiyuan.hub.registry import Registry
 from kaiyuan.models import create_tiny_llama
+from kaiyuan.pipeline.reproduce import IDENTICAL, reproduce
 from kaiyuan.serve.engines.base import SamplingParams
 from kaiyuan.serve.engines.transformers_engine import TransformersEngine
 from kaiyuan.serve.server import BackgroundServer
 from kaiyuan.teamhub.app import create_hub_app
 from kaiyuan.teamhub.names import repo_id
-from kaiyuan.teamhub.share import LINEAGE_FILE, pull, push
+from kaiyuan.teamhub.search import CLASS_NAMES, parse_mof_class
+from kaiyuan.teamhub.share import LINEAGE_FILE, REPORTS_FILE, pull, push
 from kaiyuan.train.sft import SFTConfig, run_sft
 from tests.conftest import run_cli
 
@@ -85,6 +87,24 @@ def test_push_then_pull_into_a_fresh_home_gives_the_same_artifacts(made, hub, tm
     assert license_report(merged.id, copy).to_dict() == license_report(merged.id, original).to_dict()
     assert openness_report(merged.id, copy).to_dict() == openness_report(merged.id, original).to_dict()
     assert reply(merged.id) == before  # the pulled model serves, and says the same
+    # and the pulled model reproduces: its recorded pipeline, re-run from the pulled registry, gives the same bytes
+    remade = reproduce(merged.id, home=tmp_path / "again", registry=copy)
+    assert [(a.id, a.status) for a in remade.artifacts] == [(i, IDENTICAL) for i in [*lineage_ids, merged.id]]
+    assert remade.ok
+
+    # the hub's search and pages read what the pushing registry computed
+    repo = hub.hub.db.repo(repo_id("team/tiny-dates"))
+    [report_entry] = [e for e in hub.hub.db.files(repo, pulled.artifact.revision) if e.path == REPORTS_FILE]
+    reports = json.loads(b"".join(hub.hub.blobs.read(report_entry.blob)))
+    assert reports["license"] == license_report(merged.id, original).to_dict()
+    assert reports["openness"] == openness_report(merged.id, original).to_dict()
+    assert {n["id"] for n in reports["lineage"]["nodes"]} == {merged.id, *lineage_ids}
+    assert {(n["repo"], n["revision"]) for n in reports["lineage"]["nodes"] if n["id"] != merged.id} == {
+        (a.repo, a.revision) for a in result.ancestors}
+    card = hub.hub.db.card(repo)
+    mof = reports["openness"]["mof_class"]
+    assert card.mof_class == parse_mof_class(mof) and CLASS_NAMES.get(card.mof_class) == mof
+    assert card.commercial is {"yes": True, "no": False}.get(reports["license"]["verdict"])
 
     again = pull(f"team/tiny-dates@{pulled.artifact.revision}", hub.url, hub.token, registry=copy)
     assert all(a.skipped for a in again.ancestors)  # nothing fetched twice
@@ -121,7 +141,7 @@ def test_push_and_pull_commands(made, hub, tmp_path, monkeypatch, capsys, online
     assert f"pushing {merged.name} ({merged.id}) → team/tiny-dates" in err
     repo = hub.hub.db.repo(repo_id("team/tiny-dates"))
     tree = {e.path for e in hub.hub.db.files(repo, pushed["artifact"]["revision"])}
-    assert tree == {*merged.manifest["files"], "manifest.json", LINEAGE_FILE}
+    assert tree == {*merged.manifest["files"], "manifest.json", LINEAGE_FILE, REPORTS_FILE}
 
     monkeypatch.setenv("KAIYUAN_HOME", str(tmp_path / "b"))
     code, out, err = run_cli(monkeypatch, capsys, "pull", "team/tiny-dates", "--hub", hub.url)  # public: no token

@@ -15,11 +15,11 @@ import typer
 from typer.core import TyperGroup
 
 from kaiyuan import __version__
-from kaiyuan.cli import chat, data, evaluate, export, hub, plan, run, serve, share, teamhub, train, users
+from kaiyuan.cli import catalog, chat, data, evaluate, export, hub, plan, run, serve, share, teamhub, train, users
 from kaiyuan.cli.output import err_console, keep_stdout_for_results, quiet_library_chatter
 from kaiyuan.errors import KaiyuanError
 
-COMMAND_GROUPS = (data, train, evaluate, export, serve, chat, hub, teamhub, share, users, plan, run)
+COMMAND_GROUPS = (data, train, evaluate, export, serve, chat, hub, catalog, teamhub, share, users, plan, run)
 
 HELP_ASKED = "kaiyuan.help_asked"
 

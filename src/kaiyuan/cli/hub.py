@@ -210,7 +210,8 @@ LEVEL_STYLE = {"blocker": "red", "risk": "yellow", "flag": "cyan"}
 
 @dataclass
 class LicenseConfig:
-    model: str = field(metadata={"help": "Model (or any artifact): registry id, id prefix or name.",
+    model: str = field(metadata={"help": "A registered artifact (id, prefix or name), a local model folder or .gguf "
+                                         "file, or a model of the catalog (alpaca-7b, meta-llama/Llama-3.1-8B).",
                                  "argument": True})
     verbose: bool = field(default=False, metadata={
         "help": "The full report: every input in the chain of evidence, with its license terms.",
@@ -226,10 +227,15 @@ LICENSE_HELP = ("Derive a model's license terms from its lineage: base models, a
 
 def license_command(cfg: LicenseConfig, json_output: bool) -> None:
     """``kaiyuan license MODEL`` (see LICENSE_HELP)."""
-    report = license_report(cfg.model)
+    from kaiyuan.hub.catalog_answers import resolve_subject, subject_license
+
+    subject = resolve_subject(cfg.model)
+    report = license_report(subject.ref, subject.lineage)
     if json_output:
-        print_json(report.to_dict())
+        print_json(subject_license(subject) if subject.kind != "artifact" else report.to_dict())
         return
+    if subject.matched:
+        console.print(f"{cfg.model} {subject.matched}", markup=False, highlight=False)
     print_license_report(report, console, verbose=cfg.verbose)
 
 
@@ -277,21 +283,72 @@ def print_license_report(report: LicenseReport, console: Console, verbose: bool 
 
 @dataclass
 class OpennessConfig:
-    model: str = field(metadata={"help": "Model: registry id, id prefix or name.", "argument": True})
+    model: str | None = field(default=None, metadata={
+        "help": "A registered model (id, prefix or name), a local model folder or .gguf file, or a model of the "
+                "catalog (alpaca-7b, meta-llama/Llama-3.1-8B-Instruct).", "argument": True})
+    mot: str | None = field(default=None, metadata={
+        "help": "A Model Openness Tool model file (models/*.yml) to classify as the tool does, instead of MODEL."})
 
 
 OPENNESS_HELP = ("How open a model is: its Model Openness Framework class (LF AI & Data, arXiv:2403.13784) with the "
                  "missing components and why, the 14-dimension openness index (Liesenfeld & Dingemanse 2024) and the "
-                 "Open Source AI Definition 1.0 check — from the manifests and artifact files.")
+                 "Open Source AI Definition 1.0 check — from the manifests and artifact files, and for a model of "
+                 "the catalog from the Model Openness Tool (its own classification) and both openness indexes. "
+                 "A model made from a catalog base inherits what the catalog knows of it.")
 
 
 def openness_command(cfg: OpennessConfig, json_output: bool) -> None:
     """``kaiyuan openness MODEL`` (see OPENNESS_HELP)."""
-    report = openness_report(cfg.model)
+    from kaiyuan.catalog.store import catalog
+    from kaiyuan.hub.catalog_answers import mot_file_answer, resolve_subject, subject_openness
+
+    if (cfg.model is None) == (cfg.mot is None):
+        raise KaiyuanError("name a MODEL, or a Model Openness Tool file with --mot FILE (one of the two)")
+    if cfg.mot is not None:
+        answer = mot_file_answer(cfg.mot, catalog().rules)
+        if json_output:
+            print_json(answer)
+        else:
+            print_mot_answer(answer)
+        return
+    subject = resolve_subject(cfg.model)  # type: ignore[arg-type]
+    if subject.kind != "artifact":
+        answer = subject_openness(subject)
+        if json_output:
+            print_json(answer)
+            return
+        from kaiyuan.cli.catalog import print_catalog_openness
+
+        if subject.matched:
+            console.print(f"{cfg.model} {subject.matched}", markup=False, highlight=False)
+        if subject.kind == "catalog":
+            print_catalog_openness(answer)
+        else:
+            console.print(f"{answer['name']}: {answer['license']['summary']}", markup=False, highlight=False)
+            if answer["built_on"]:
+                print_catalog_openness(answer["built_on"])
+        return
+    report = openness_report(subject.ref, subject.lineage)
     if json_output:
         print_json(report.to_dict())
         return
     print_openness_report(report, console)
+
+
+def print_mot_answer(answer: dict) -> None:
+    mof = answer["mof"]
+    c = mof["classification"]
+    console.print(Text.assemble((answer["model"], "bold"), f" ({answer['producer']}) — {mof['file']}"))
+    console.print(f"Model Openness Framework: [bold]{c['label']}[/] (class {c['class']}; progress "
+                  + ", ".join(f"{k}: {v:.4g}%" for k, v in sorted(c["progress"].items())) + ")", highlight=False)
+    table = Table(title="components, as the Model Openness Tool judges them")
+    for column in ("class", "component", "status", "license", "why"):
+        table.add_column(column, overflow="fold")
+    for comp in mof["components"]:
+        table.add_row(str(comp["class"]), comp["name"] + ("" if comp["required"] else " (optional)"), comp["status"],
+                      comp["license"] or "", Text(comp["reason"]))
+    console.print(table)
+    console.print(f"[dim]{answer['disclaimer']}[/]")
 
 
 def print_openness_report(report: OpennessReport, console: Console) -> None:

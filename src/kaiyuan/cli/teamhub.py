@@ -1,4 +1,4 @@
-"""``kaiyuan hub serve|token|verify``: the team hub — a self-hosted server that Hugging Face clients
+"""``kaiyuan hub serve|token|verify|gc|search``: the team hub — a self-hosted server that Hugging Face clients
 (``HF_ENDPOINT=…``) download models and datasets from and push them to.
 
 Their flags are the fields of the dataclasses in :mod:`kaiyuan.teamhub.config`; where each hub keeps its blobs and
@@ -18,6 +18,7 @@ from kaiyuan.cli.output import console, echo, err_console, print_json
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.serve.config import check_port_free, is_loopback
 from kaiyuan.teamhub.config import (
+    HubGcConfig,
     HubSearchConfig,
     HubServeConfig,
     HubTokenCreateConfig,
@@ -37,7 +38,9 @@ token_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True,
 SERVE_HELP = ("Serve the hub until SIGTERM: the Hugging Face Hub's download and upload routes (snapshot_download, "
               "from_pretrained, upload_folder, create_repo) over one blob store and one metadata database "
               "(SQLite in --storage by default, PostgreSQL with --database). Public repos are readable by anyone "
-              "who can reach it; private repos and every write need a token (`kaiyuan hub token create`).")
+              "who can reach it; private repos and every write need a token (`kaiyuan hub token create`). Pages at "
+              "/: the repos, searchable, and each one's card, files, lineage, license verdict and openness (sign in "
+              "with a token to see private ones).")
 CREATE_HELP = ("Create a token and print it once (on stdout: TOKEN=$(kaiyuan hub token create …)); only its "
                      "sha256 is stored, so it cannot be shown again.")
 VERIFY_HELP = ("Re-hash every blob of the hub and check that every file of every revision has its blob; names each "
@@ -69,9 +72,10 @@ def run_hub_serve(cfg: HubServeConfig, json_output: bool = False) -> None:
 
     try:
         app = create_hub_app(location.storage_dir(), url, max_file_bytes=cfg.max_file_bytes)
-    except sa.exc.SQLAlchemyError as exc:
-        cause = getattr(exc, "orig", None) or exc
-        raise KaiyuanError(f"database {location.shown_database()}: cannot open it ({str(cause).strip()})") from exc
+    except (sa.exc.SQLAlchemyError, ValueError) as exc:  # ValueError: a URL that does not parse (its port)
+        raise location.cannot_open(exc) from exc  # the URL masked, the driver's reason scrubbed of the password
+    from kaiyuan.web.hub_pages import mount_hub_pages  # the hub's web pages, at /
+    mount_hub_pages(app)
     loopback = is_loopback(cfg.host)
     exposure = "" if loopback else "; reachable beyond this machine: private repos and writes need a token"
     err_console.print(f"hub at {cfg.url()} (storage {location.storage_dir()}, database {location.database_kind()}"
@@ -147,6 +151,32 @@ def hub_verify(cfg: HubVerifyConfig, json_output: bool) -> None:
         raise typer.Exit(1)
 
 
+# -- gc ----------------------------------------------------------------------------------------------------
+
+GC_HELP = ("Remove the blobs no revision of any repo holds (a deleted repo's that no other repo shares, LFS uploads "
+           "whose commit never came) and the partial uploads, once older than --grace-seconds: a push in flight is "
+           "never collected. Deleting a repo frees its bytes only here. --dry-run reports what it would free.")
+
+
+def hub_gc(cfg: HubGcConfig, json_output: bool) -> None:
+    from kaiyuan.teamhub.gc import collect_garbage  # heavy: sqlalchemy, fastapi
+
+    report = collect_garbage(cfg.location(), cfg.grace_seconds, cfg.dry_run)
+    if json_output:
+        print_json(report)
+        return
+    verb = "would remove" if report["dry_run"] else "removed"
+    for blob in report["removed"]:
+        echo(f"{verb} blob {blob['name']} ({blob['size']} bytes, used by no revision)")
+    for partial in report["removed_partial"]:
+        echo(f"{verb} partial upload {partial['name']} ({partial['size']} bytes)")
+    blobs, partial = report["blobs"], report["partial"]
+    freed = "would free" if report["dry_run"] else "freed"
+    echo(f"{verb} {blobs['removed']} blob(s) and {partial['removed']} partial upload(s): {freed} "
+         f"{report['bytes']} bytes; kept {blobs['in_use']} blob(s) in use and {blobs['in_grace']} unused one(s) "
+         f"younger than {cfg.grace_seconds:g} s, in {report['storage']}")
+
+
 # -- search ------------------------------------------------------------------------------------------------
 
 SEARCH_HELP = ("Find the hub's artifacts (each repo's main, as its manifest.json describes it) by name, license, "
@@ -179,6 +209,8 @@ def register(app: typer.Typer) -> None:
                         json_help="Also print the hub's address and storage as JSON on stdout.")
     command_from_config(hub_app, "verify", HubVerifyConfig, hub_verify, help=VERIFY_HELP,
                         json_help="Print the report as JSON.")
+    command_from_config(hub_app, "gc", HubGcConfig, hub_gc, help=GC_HELP,
+                        json_help="Print the report as JSON (what was removed, its bytes, what was kept).")
     command_from_config(hub_app, "search", HubSearchConfig, hub_search, help=SEARCH_HELP,
                         json_help="Print the matching repos as JSON.")
     command_from_config(token_app, "create", HubTokenCreateConfig, token_create, help=CREATE_HELP,

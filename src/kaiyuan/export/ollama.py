@@ -19,6 +19,7 @@ from kaiyuan.errors import KaiyuanError
 from kaiyuan.export.gguf import GGUFFacts, write_gguf
 from kaiyuan.hub.manifest import Parent
 from kaiyuan.hub.registry import Artifact, Registry
+from kaiyuan.models import load_tokenizer
 
 DEFAULT_TEMPERATURE = 0.7  # when the model's generation_config.json names none
 MAX_NUM_CTX = 4096
@@ -198,10 +199,8 @@ def export_ollama(source: Artifact, quant: str = "f16", name: str | None = None,
     """Register the checked GGUF with its Modelfile and LICENSE (kind ``export``, relation ``quantized``).
 
     Create the Ollama model with ``ollama create NAME -f <artifact>/Modelfile``."""
-    from transformers import AutoTokenizer
-
     registry = registry or Registry()
-    tokenizer = AutoTokenizer.from_pretrained(source.path)  # nosec B615: a local artifact directory, not a hub id
+    tokenizer = load_tokenizer(source.path)
     if (_family_by_name(template) if template else detect_family(tokenizer.chat_template)) is None:
         translate_template(tokenizer, GGUFFacts(None, 0, False, "", ""), template)  # unknown: fail before converting
     with registry.writer("export", name or f"{source.name}-{quant}-ollama", license=source.license,

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from kaiyuan.errors import KaiyuanError
+from kaiyuan.hub.known_models import with_catalog
 from kaiyuan.hub.licenses import SPDX_IDS, UNKNOWN, license_properties, license_report, lineage_inputs
 from kaiyuan.hub.manifest import DATA_FILE, Parent, atomic_write_text
 from kaiyuan.hub.markdown import bullets, code, code_block, front_matter, md, table, yaml_text
@@ -406,7 +407,7 @@ def _lineage_section(artifact: Artifact, registry: Registry) -> str:
 
 def _license_section(artifact: Artifact, registry: Registry) -> str:
 
-    report = license_report(artifact.id, registry)
+    report = license_report(artifact.id, with_catalog(registry))  # a catalog base brings its terms
     parts = [" ".join(_license_lines(report.license)),
              f"Commercial use: **{md(report.verdict)}** — {md(report.summary)}"]
     if report.obligations:

@@ -218,6 +218,114 @@ _TABLE: tuple[LicenseProperties, ...] = (
                  'Rights Reserved."',
                  "LicenseRef-Tongyi-Qianwen: products or services with more than 100 million monthly active users "
                  "need a license from Alibaba Cloud")),
+    # model licenses and service terms of the well-known models in kaiyuan/catalog/data/models.yaml
+    _license("LicenseRef-LLaMA-1", "LLaMA non-commercial research license", commercial_use=False,
+             url="https://github.com/facebookresearch/llama/blob/llama_v1/MODEL_CARD.md",
+             notes="Meta's first LLaMA (7B-65B, February 2023): weights given on request under a non-commercial "
+                   "bespoke license (the code was GPL-3.0). Models tuned from LLaMA 1 or released as diffs against it "
+                   "(Alpaca, Vicuna up to v1.3, Koala, GPT4All, StableVicuna) carry it. Its further use restrictions "
+                   "are not recorded here: read the agreement.",
+             obligations=("LicenseRef-LLaMA-1: use the LLaMA weights and models derived from them for non-commercial "
+                          "research only",)),
+    _license("LicenseRef-OpenAI-Terms", "OpenAI Terms of Use", no_improving_other_models=True,
+             acceptable_use_policy="OpenAI Usage Policies", url="https://openai.com/policies/terms-of-use",
+             notes="Terms of service, not a license on weights or data: they bind the user who generated the outputs. "
+                   "They assign that user OpenAI's rights in the outputs, commercial use included (so commercial_use "
+                   "is True), but forbid using outputs to develop models that compete with OpenAI — recorded as "
+                   "no_improving_other_models, reported as a risk for any model trained on them. Whether the terms "
+                   "bind third parties who only receive a data set of outputs (Alpaca, ShareGPT) is unsettled.",
+             obligations=("LicenseRef-OpenAI-Terms: do not use outputs of OpenAI's services to develop models that "
+                          "compete with OpenAI",
+                          "LicenseRef-OpenAI-Terms: comply with the OpenAI Usage Policies")),
+    _license("LicenseRef-Baichuan-2", "Community License for Baichuan 2 Model", commercial_use=None,
+             url="https://huggingface.co/baichuan-inc/Baichuan2-7B-Base/blob/main/Community%20License%20for%20Baichuan2"
+                 "%20Model.pdf",
+             notes="Academic use is open; commercial use is granted only in writing, after an application by email "
+                   "that Baichuan reviews, and only to licensees whose services have under 1 million daily active "
+                   "users (user_cap is not set: it counts monthly users), who are not software or cloud service "
+                   "providers and who will not sublicense. Hence commercial_use None: a report marks it a risk. The "
+                   "code is Apache-2.0.",
+             obligations=(
+                 "LicenseRef-Baichuan-2: apply to Baichuan (opensource@baichuan-inc.com) and obtain written "
+                 "authorization before any commercial use of Baichuan 2 or its derivatives",
+                 "LicenseRef-Baichuan-2: commercial use only for services or products with fewer than 1 million daily "
+                 "active users, by licensees that are not software or cloud service providers, without sublicensing "
+                 "the commercial license to third parties")),
+    _license("LicenseRef-ChatGLM-6B", "The ChatGLM-6B License", attribution=True,
+             acceptable_use_policy="ChatGLM-6B License restrictions (section 3)",
+             url="https://github.com/THUDM/ChatGLM-6B/blob/main/MODEL_LICENSE",
+             notes="Covers the ChatGLM-6B weights only (not ChatGLM2-6B and later). Its first version (March 2023) "
+                   "granted use solely for non-commercial research; the current one has no such limit, and the README "
+                   "allows free commercial use after registering through a questionnaire. Chinese law, Haidian court. "
+                   "The code is Apache-2.0.",
+             obligations=(
+                 "LicenseRef-ChatGLM-6B: include the copyright notice and the license in all copies or substantial "
+                 "portions of the weights",
+                 "LicenseRef-ChatGLM-6B: register through the questionnaire linked from the README before commercial "
+                 "use (free)",
+                 "LicenseRef-ChatGLM-6B: comply with the ChatGLM-6B License restrictions (section 3): no military or "
+                 "illegal use, nothing that undermines China's national security and unity, harms the public interest "
+                 "or infringes personal rights")),
+    _license("LicenseRef-Yi", "Yi Series Models Community License Agreement", attribution=True,
+             acceptable_use_policy="Yi Series Models License restrictions (section 2)",
+             url="https://github.com/01-ai/Yi/blob/main/MODEL_LICENSE_AGREEMENT.txt",
+             notes="Version 2.1 (2023-11-23) allows free commercial use once 01.AI's commercial license is applied for "
+                   "(granted on application); version 1.0 (2023-11-01) allowed non-commercial use only, commercial use "
+                   "needing 01.AI's written authorization. Derivatives include models trained on Yi's outputs "
+                   "(synthetic data, distillation). 01.AI later re-released the code and weights of the Yi models "
+                   "under Apache-2.0. Chinese law.",
+             obligations=(
+                 "LicenseRef-Yi: attribute the Yi Series Models to 01.AI and give third-party users of the models and "
+                 "their derivatives a copy of the agreement",
+                 "LicenseRef-Yi: state the substantial modifications made in derivatives",
+                 "LicenseRef-Yi: apply to 01.AI for the free commercial license before commercial use",
+                 "LicenseRef-Yi: comply with the Yi Series Models License restrictions (section 2): lawful use only, "
+                 "no military use, no infringement of third parties' rights")),
+    _license("LicenseRef-Falcon-180B", "Falcon 180B TII License 1.0", attribution=True,
+             acceptable_use_policy="Falcon 180B Acceptable Use Policy",
+             url="https://huggingface.co/tiiuae/falcon-180B/blob/main/LICENSE.txt",
+             notes="Based on Apache-2.0 with modifications: use for hosted services may need a separate license from "
+                   "TII, and the acceptable use policy may be updated by TII at any time (licensees must follow the "
+                   "current one). Falcon-7B and Falcon-40B are Apache-2.0.",
+             obligations=(
+                 "LicenseRef-Falcon-180B: give recipients a copy of the license and keep the attribution notices",
+                 "LicenseRef-Falcon-180B: offering Falcon 180B or a derivative as a hosted service (Hosting Use, e.g. "
+                 "an API or a managed service) may need a separate license from TII",
+                 "LicenseRef-Falcon-180B: comply with the current Falcon 180B Acceptable Use Policy")),
+    _license("LicenseRef-Qwen", "Qwen License Agreement", attribution=True, user_cap=100_000_000,
+             display_notice="Built with Qwen", url="https://huggingface.co/Qwen/Qwen2.5-72B-Instruct/blob/main/LICENSE",
+             notes="The September 2024 agreement of Qwen2.5-72B (most other Qwen2.5 sizes are Apache-2.0); it succeeds "
+                   "the Tongyi Qianwen License Agreement of Qwen, Qwen1.5 and Qwen2-72B.",
+             obligations=(
+                 "LicenseRef-Qwen: give recipients a copy of the agreement and mark modified files",
+                 'LicenseRef-Qwen: keep the notice "Qwen is licensed under the Qwen LICENSE AGREEMENT, Copyright (c) '
+                 'Alibaba Cloud. All Rights Reserved." in a "Notice" text file distributed with copies',
+                 'LicenseRef-Qwen: a distributed model created, trained, fine-tuned or improved with the materials or '
+                 'their outputs must display "Built with Qwen" or "Improved using Qwen" in its documentation',
+                 "LicenseRef-Qwen: products or services with more than 100 million monthly active users need a "
+                 "license from Alibaba Cloud")),
+    _license("LicenseRef-Qwen-Research", "Qwen Research License Agreement", commercial_use=False, attribution=True,
+             display_notice="Built with Qwen", url="https://huggingface.co/Qwen/Qwen2.5-3B-Instruct/blob/main/LICENSE",
+             notes="Non-commercial (research or evaluation) use only; commercial use needs a license from Alibaba "
+                   "Cloud. Used by Qwen2.5-3B. The earlier Tongyi Qianwen Research License Agreement (Hub license "
+                   "name tongyi-qianwen-research: Qwen-1.8B, small Qwen1.5 sizes) is recorded under this id too: both "
+                   "allow non-commercial use only.",
+             obligations=(
+                 "LicenseRef-Qwen-Research: use the materials for non-commercial research or evaluation only",
+                 "LicenseRef-Qwen-Research: give recipients a copy of the agreement, mark modified files and keep the "
+                 'attribution notice the agreement gives in a "Notice" text file',
+                 'LicenseRef-Qwen-Research: a distributed model created, trained, fine-tuned or improved with the '
+                 'materials or their outputs must display "Built with Qwen" or "Improved using Qwen" in its '
+                 "documentation")),
+    _license("LicenseRef-Apple-ASCL", "Apple Sample Code License", attribution=True,
+             url="https://huggingface.co/apple/DCLM-7B",
+             notes="Permissive (use, modification and redistribution, commercial included) but not OSI-approved, and "
+                   "it grants no patent rights. Used by apple/DCLM-7B (Hub license id apple-ascl).",
+             obligations=(
+                 "LicenseRef-Apple-ASCL: keep Apple's notice, text and disclaimers when redistributing the software "
+                 "unmodified",
+                 "LicenseRef-Apple-ASCL: do not use Apple's names, trademarks or logos to endorse or promote derived "
+                 "products without Apple's written permission")),
 )
 LICENSES: dict[str, LicenseProperties] = {p.spdx: p for p in _TABLE}
 
@@ -242,6 +350,8 @@ SPDX_IDS = {
     "llama2": "LicenseRef-Llama-2", "llama3": "LicenseRef-Llama-3", "llama3.1": "LicenseRef-Llama-3.1",
     "llama3.2": "LicenseRef-Llama-3.2", "llama3.3": "LicenseRef-Llama-3.3", "llama4": "LicenseRef-Llama-4",
     "gemma": "LicenseRef-Gemma", "tongyi-qianwen": "LicenseRef-Tongyi-Qianwen",
+    "qwen": "LicenseRef-Qwen", "qwen-research": "LicenseRef-Qwen-Research",
+    "tongyi-qianwen-research": "LicenseRef-Qwen-Research", "apple-ascl": "LicenseRef-Apple-ASCL",
 }
 _BY_LOWER = {spdx.lower(): spdx for spdx in LICENSES}
 
@@ -272,6 +382,16 @@ _CC_WORDS = (("creative commons", " cc "), ("attribution", " by "), ("non-commer
              ("noderivatives", " nd "), ("no derivatives", " nd "), ("noderivs", " nd "))
 _FREE_TEXT = (  # (pattern on lower-case text, SPDX id), first match wins
     (r"\bgemma\b", "LicenseRef-Gemma"),
+    # model licenses first: "Apache-2.0 and Community License for Baichuan2 Model" is the model license's text
+    (r"baichuan\s*2.*(licen|许可)|(licen|许可).*baichuan\s*2", "LicenseRef-Baichuan-2"),
+    (r"\bchatglm[\s-]*6b\b.*licen", "LicenseRef-ChatGLM-6B"),
+    (r"\byi series\b.*licen", "LicenseRef-Yi"),
+    (r"falcon[\s-]*180b\b.*licen", "LicenseRef-Falcon-180B"),
+    (r"(qwen|tongyi qianwen) research licen", "LicenseRef-Qwen-Research"),
+    (r"\bqwen license agreement\b", "LicenseRef-Qwen"),
+    (r"(?<!code )\bllama licen[cs]e\b", "LicenseRef-LLaMA-1"),  # no version: the first LLaMA
+    (r"\bopenai\b.*\bterms\b", "LicenseRef-OpenAI-Terms"),
+    (r"apple sample code licen", "LicenseRef-Apple-ASCL"),
     (r"apache", "Apache-2.0"),
     (r"\bmit\b", "MIT"),
     (r"\bbsd\b.*\b3\b|new bsd|modified bsd", "BSD-3-Clause"),
@@ -305,8 +425,7 @@ def _from_text(text: str) -> str | None:
     """A license named in free text ("Llama 2 Community License", "CC BY-NC 4.0"); None if not recognised."""
     llama = _LLAMA.search(text)
     if llama:
-        spdx = f"LicenseRef-Llama-{llama.group(1)}"
-        return spdx if spdx in LICENSES else None
+        return _BY_LOWER.get(f"licenseref-llama-{llama.group(1)}")  # "LLaMA 1" is LicenseRef-LLaMA-1
     creative = _creative_commons_id(text)
     if creative:
         return creative
@@ -499,6 +618,9 @@ def _own_risks(artifact: Artifact, own: LicenseProperties) -> list[dict[str, Any
     if own.commercial_use is False:
         return [_risk("blocker", "non-commercial", item, own, f"{artifact.name} is licensed {own.spdx}: no "
                       "commercial use")]
+    if own.commercial_use is None:
+        return [_risk("risk", "commercial-conditions", item, own, f"{artifact.name} is licensed {own.spdx}: "
+                      "commercial use needs the licensor's separate approval")]
     if own.derivatives is False:
         return [_risk("flag", "no-derivatives", item, own, f"{artifact.name} is licensed {own.spdx}: it may not be "
                       "shared once modified")]
@@ -509,7 +631,17 @@ def _input_risks(artifact: Artifact, own: LicenseProperties, item: LineageInput,
                  props: LicenseProperties) -> list[dict[str, Any]]:
     name, how, weights = item.name, item.relations[-1], item.role == "weights"
     risks = []
-    if not props.known:
+    upstream = item.artifact.manifest.get("catalog") if item.artifact is not None else None
+    if not props.known and isinstance(upstream, dict) and (upstream.get("role") == "pretraining"
+                                                           or not upstream.get("generated_by")):
+        # data a catalog model's producer trained it on (kaiyuan's catalog): web crawls and in-house data rarely carry
+        # one license; what the producer grants for the weights governs them, so this is noted, not a risk (data
+        # generated by another model keeps the risk: those are someone else's outputs)
+        what = "no single license" if props.spdx == UNKNOWN else f"the unknown license {props.spdx}"
+        role = "pretraining corpus" if upstream.get("role") == "pretraining" else "training data"
+        risks.append(_risk("flag", "producer-data-terms", item, props, f"{name} ({role} of {item.names[-2]}) has "
+                           f"{what}: the license its producer gives the weights governs them"))
+    elif not props.known:
         what = "no license recorded" if props.spdx == UNKNOWN else f"unknown license {props.spdx}"
         risks.append(_risk("risk", "unknown-license", item, props, f"{name} ({how}) has {what} — its terms "
                            "cannot be checked"))
@@ -520,6 +652,9 @@ def _input_risks(artifact: Artifact, own: LicenseProperties, item: LineageInput,
         risks.append(_risk("risk", "non-commercial-data", item, props, f"non-commercial risk: {name} ({how}) is "
                            f"{props.spdx} — whether a model trained on it may be used commercially is legally "
                            "unsettled"))
+    elif props.commercial_use is None:
+        risks.append(_risk("risk", "commercial-conditions", item, props, f"{name} ({how}) is {props.spdx}: "
+                           "commercial use needs the licensor's separate approval"))
     if props.derivatives is False:
         risks.append(_risk("risk", "no-derivatives", item, props, f"{name} ({how}) is {props.spdx}: adapted "
                            "material may not be shared"))
@@ -538,19 +673,33 @@ def _weight_roots(artifact: Artifact, registry: Registry, inputs: list[LineageIn
     return [a for a in chain if not any(r in WEIGHT_RELATIONS for _, r in registry.parents(a.id))]
 
 
+_IMPROVING = {  # terms that forbid using their materials or outputs to improve other models: the risk's message
+    "LicenseRef-Llama-2": "Llama 2 materials or outputs ({input}) improve a model not derived from Llama 2 ({roots}) — "
+                          "the Llama 2 license forbids this",
+    "LicenseRef-OpenAI-Terms": "OpenAI outputs ({input}) train a model not made by OpenAI ({roots}) — OpenAI's terms "
+                               "forbid using outputs to develop models that compete with OpenAI",
+}
+
+
 def _llama2_risks(artifact: Artifact, registry: Registry, inputs: list[LineageInput]) -> list[dict[str, Any]]:
-    """Llama 2 forbids using its materials or outputs to improve any other LLM (Llama 2 derivatives excepted)."""
-    llama2 = [i for i in inputs if i.artifact and license_properties(i.artifact.license).no_improving_other_models]
-    if not llama2:
+    """Terms that forbid using their materials or outputs to improve other models: Llama 2 (its derivatives
+    excepted) and OpenAI's terms (models that compete with OpenAI). Weights under the same terms are exempt."""
+    flagged = [(i, license_properties(i.artifact.license)) for i in inputs if i.artifact]
+    flagged = [(i, p) for i, p in flagged if p.no_improving_other_models]
+    if not flagged:
         return []
-    others = [r for r in _weight_roots(artifact, registry, inputs)
-              if not license_properties(r.license).no_improving_other_models]
-    if not others:
-        return []
-    names = ", ".join(f"{r.name} ({normalize_license(r.license)})" for r in others)
-    return [_risk("risk", "improves-other-model", i, license_properties(i.artifact.license),  # type: ignore[union-attr]
-                  f"Llama 2 materials or outputs ({i.name}, {i.relations[-1]}) improve a model not derived from "
-                  f"Llama 2 ({names}) — the Llama 2 license forbids this") for i in llama2]
+    roots = _weight_roots(artifact, registry, inputs)
+    risks = []
+    for item, props in flagged:
+        others = [r for r in roots if normalize_license(r.license) != props.spdx]
+        if not others:
+            continue
+        names = ", ".join(f"{r.name} ({normalize_license(r.license)})" for r in others)
+        template = _IMPROVING.get(props.spdx, props.name + " materials or outputs ({input}) improve another model "
+                                  "({roots}) — its terms forbid this")
+        risks.append(_risk("risk", "improves-other-model", item, props, template.format(
+            input=f"{item.name}, {item.relations[-1]}", roots=names)))
+    return risks
 
 
 def _words(name: str) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.home import recorded_run_dir
+from kaiyuan.hub.known_models import with_catalog
 from kaiyuan.hub.licenses import (
     WEIGHT_RELATIONS,
     LicenseReport,
@@ -144,8 +145,38 @@ def _weights_files(artifact: Artifact) -> list[str]:
     return sorted(f for f in _files(artifact) if "/" not in f and f.endswith((".safetensors", ".gguf")))
 
 
+def _upstream(artifact: Artifact) -> dict[str, Any] | None:
+    """A catalog record's facts (a model or dataset known to kaiyuan's catalog, not in the registry), else None."""
+    facts = artifact.manifest.get("catalog")
+    return facts if isinstance(facts, dict) else None
+
+
+def _data_recorded(artifact: Artifact, registry: Registry) -> bool:
+    """A catalog base whose pretraining corpora the catalog records (its origin is then known, if not made here)."""
+    return _upstream(artifact) is not None and any(
+        (_upstream(p) or {}).get("role") == "pretraining" for p in
+        (registry.find_id(parent) for parent, relation in registry.parents(artifact.id) if relation == "dataset")
+        if p is not None)
+
+
+def _weights_available(artifact: Artifact) -> bool:
+    """Weights files in the artifact, or published on the Hub (a catalog model with Hugging Face ids)."""
+    return bool(_weights_files(artifact)) or bool((_upstream(artifact) or {}).get("hub_ids"))
+
+
+def _published(artifact: Artifact) -> str | None:
+    """Where a catalog dataset is published (its source), when the catalog records it as published."""
+    facts = _upstream(artifact)
+    if facts is None or not facts.get("published", facts.get("role") == "tuning"):
+        return None
+    source = str(artifact.manifest.get("source") or "")
+    return source if source.startswith("http") else None
+
+
 def _card_ref(artifact: Artifact, f: _Facts) -> str:
     """Where an artifact's card is: its registered card artifact, or its own README.md."""
+    if _upstream(artifact) is not None and _published(artifact):
+        return f"{artifact.name}: its page {_published(artifact)}"
     card = card_of(artifact, f.registry, f.pending_card)
     if card is None or card.id == artifact.id:
         return f"{CARD} of {artifact.name}"
@@ -154,7 +185,9 @@ def _card_ref(artifact: Artifact, f: _Facts) -> str:
 
 def _has_card(artifact: Artifact, f: _Facts) -> bool:
     """A README.md among the artifact's own files (an imported Hub model), or a card registered for it by
-    ``kaiyuan card`` (kind card, relation documented)."""
+    ``kaiyuan card`` (kind card, relation documented); for a published dataset the catalog knows, its page."""
+    if _upstream(artifact) is not None:
+        return _published(artifact) is not None
     return card_of(artifact, f.registry, f.pending_card) is not None
 
 
@@ -424,10 +457,12 @@ def _datasets(f: _Facts) -> Check:
     missing = [i for i in f.missing if i.relations[-1] == "dataset"]
     if not f.datasets and not missing:
         return Check(False, False, None, "no training datasets recorded in the lineage")
-    empty = [d for d in f.datasets if not any(n != CARD for n in _files(_of(d)))]
+    empty = [d for d in f.datasets if not any(n != CARD for n in _files(_of(d))) and not _published(_of(d))]
     if missing or empty:
         return Check(False, False, None, "datasets not available: " + ", ".join(
-            [f"{i.id} (not in the registry)" for i in missing] + [f"{d.name} (no data files)" for d in empty]))
+            [f"{i.id} (not in the registry)" for i in missing] + [
+                f"{d.name} ({'not published, as the catalog records it' if _upstream(_of(d)) else 'no data files'})"
+                for d in empty]))
     closed = [d for d in f.datasets if not _is_open(_of(d).license, "data")]
     evidence = ", ".join(f"{d.name} ({_of(d).license}, {d.relations[-1]})" for d in f.datasets)
     if closed:
@@ -548,20 +583,22 @@ def _index(f: _Facts, checks: dict[str, Check]) -> list[dict[str, Any]]:
     scores["Open code"] = ((0.5, f"{_pipeline(f)}: local changes that are in no commit") if f.trained and dirty else
                            (1.0, f"training code: {_pipeline(f)}") if f.trained else
                            (0.0, "no training code recorded" + _imported_note(f)))
-    pretrain_data = [d for d in f.datasets if f.consumer_stage(d) == "pretrain"]
+    pretrain_data = [d for d in f.datasets if f.consumer_stage(d) == "pretrain"
+                     or (_upstream(_of(d)) or {}).get("role") == "pretraining"]
     tuning_data = [d for d in f.datasets if d not in pretrain_data]
 
     def open_data(items: list[LineageInput]) -> list[LineageInput]:
         return [d for d in items if _is_open(_of(d).license, "data")]
 
-    if f.imported:
-        scores["LLM data"] = (0.0, f"base weights imported ({_names(f.imported)}): their pretraining data is not "
+    unrecorded = [r for r in f.imported if not _data_recorded(r, f.registry)]
+    if unrecorded:
+        scores["LLM data"] = (0.0, f"base weights imported ({_names(unrecorded)}): their pretraining data is not "
                                    "recorded")
     else:
         scores["LLM data"] = _share(pretrain_data, open_data(pretrain_data), "pretraining datasets " +
                                     _names(pretrain_data), "no pretraining data recorded")
     bases = [a for a in f.chain if _training_stage(a) == "pretrain"] or f.roots
-    base_state = [(a, bool(_weights_files(a)), _is_open(a.license, "weights")) for a in bases]
+    base_state = [(a, _weights_available(a), _is_open(a.license, "weights")) for a in bases]
     scores["LLM weights"] = (
         (1.0, f"base weights {_names(bases)}: available under open licenses") if all(w and o for _, w, o in base_state)
         else (0.5, f"base weights {_names(bases)}: available, not all under open licenses")
@@ -612,13 +649,19 @@ def _osaid(f: _Facts, checks: dict[str, Check]) -> dict[str, Any]:
     """OSI Open Source AI Definition 1.0: data information, complete code, parameters under OSI-approved terms."""
     reasons: list[str] = []
     data_problems = []
-    if f.imported:
-        data_problems.append(f"the training data of the imported base weights ({_names(f.imported)}) is not recorded")
+    unrecorded = [r for r in f.imported if not _data_recorded(r, f.registry)]
+    if unrecorded:
+        data_problems.append(f"the training data of the imported base weights ({_names(unrecorded)}) is not recorded")
     if f.missing:
         data_problems.append(f"inputs missing from the registry: {', '.join(i.id for i in f.missing)}")
-    empty = [d for d in f.datasets if not any(n != CARD for n in _files(_of(d)))]
+    empty = [d for d in f.datasets if not any(n != CARD for n in _files(_of(d))) and not _published(_of(d))]
     if empty:
-        data_problems.append(f"datasets without data files: {_names(empty)}")
+        unreleased = [d for d in empty if _upstream(_of(d)) is not None]
+        held = [d for d in empty if d not in unreleased]
+        if held:
+            data_problems.append(f"datasets without data files: {_names(held)}")
+        if unreleased:
+            data_problems.append(f"not released, as kaiyuan's catalog records it: {_names(unreleased)}")
     data_ok = not data_problems
     reasons.append("data information: " + (
         "; ".join(data_problems) if data_problems else
@@ -645,15 +688,29 @@ def _osaid(f: _Facts, checks: dict[str, Check]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ report
 
 
+def _catalog_notes(f: _Facts) -> list[str]:
+    """What kaiyuan's catalog added to the lineage, and what that changes."""
+    known = [a for a in f.chain if _upstream(a) is not None]
+    data = [d for d in f.datasets if _upstream(_of(d)) is not None]
+    if not known:
+        return []
+    note = (f"Known to kaiyuan's catalog: {_names(known)} (`kaiyuan catalog show {_upstream(known[0])['key']}`). "
+            "Their licenses join the license verdict")
+    if data:
+        note += (f", and the data they were trained on ({_names([_of(d) for d in data])}) counts among this model's "
+                 "datasets, published upstream rather than held in the registry")
+    return [note + "."]
+
+
 def openness_report(ref: str, registry: Registry | None = None, pending_card: Artifact | None = None
                     ) -> OpennessReport:
     """MOF class (with progress towards each class), the 14-dimension openness index and an OSAID check.
     ``pending_card``: a card being written for the model, counted as if it were registered (a card's openness
     section counts the card itself)."""
-    registry = registry or Registry()
+    registry = with_catalog(registry)  # a base the catalog knows brings its own lineage
     artifact = registry.get(ref)
     if artifact.kind not in ("model", "adapter", "export"):
-        raise KaiyuanError(f"{ref!r} is a {artifact.kind}, not a model: openness is assessed for models "
+        raise KaiyuanError(f"{artifact.name!r} is a {artifact.kind}, not a model: openness is assessed for models "
                            "(use `kaiyuan license` for the terms of any artifact)")
     facts = _gather(artifact, registry, pending_card)
     checks = {c.name: CHECKS[c.name](facts) for c in MOF_COMPONENTS}
@@ -668,6 +725,7 @@ def openness_report(ref: str, registry: Registry | None = None, pending_card: Ar
     elif facts.imported:
         notes.append(f"Imported base weights ({_names(facts.imported)}) are inputs judged by their license; their own "
                      "pretraining components are upstream (run `kaiyuan openness` on them).")
+    notes += _catalog_notes(facts)
     return OpennessReport(
         model_id=facts.artifact.id, name=facts.artifact.name, kind=facts.artifact.kind, license=facts.own,
         mof_class=reached, mof_components=components, progress=progress, index=index,

@@ -20,6 +20,8 @@ from kaiyuan.errors import KaiyuanError
 from kaiyuan.evaluate.generation import ExactMatchConfig, run_exact_match
 from kaiyuan.home import kaiyuan_home
 from kaiyuan.hub.card import write_cards
+from kaiyuan.hub.catalog_answers import what_the_catalog_changes
+from kaiyuan.hub.known_models import with_catalog
 from kaiyuan.hub.licenses import license_report
 from kaiyuan.hub.manifest import atomic_write_json
 from kaiyuan.hub.openness import openness_report
@@ -193,7 +195,7 @@ def describe_openness(model_id: str, registry: Registry, console: Reporter) -> d
     """Register the model's card and its datasets' cards, then say what its license and openness are."""
 
     cards = write_cards(model_id, registry, out=kaiyuan_home() / "demo" / "card")
-    terms = license_report(model_id, registry)
+    terms = license_report(model_id, with_catalog(registry))
     openness = openness_report(model_id, registry)
     assert cards.model is not None
     console.print(f"model card: [bold]{cards.model.card.id}[/] → {cards.model.out}; "
@@ -207,10 +209,26 @@ def describe_openness(model_id: str, registry: Registry, console: Reporter) -> d
                   f"{'passes' if openness.osaid['passes'] else 'does not pass'}")
     for component in (c for p in openness.progress.values() for c in p["missing"]):
         console.print(f"  missing ({component['class']}): {component['name']}: {component['reason']}")
+    changes = what_the_catalog_changes(model_id, registry)
+    for known in changes["known"]:
+        data = "; ".join(f"{name} ({license})" for name, license in known["pretraining_data"])
+        tuned = "; ".join(f"{name} ({license}" + (f", written by {by})" if by else ")")
+                          for name, license, by in known["tuning_data"])
+        console.print(f"known to kaiyuan's catalog: [bold]{known['name']}[/] ({known['weights']}; `kaiyuan catalog "
+                      f"show {known['key']}`)" + (f" — pretrained on {data}" if data else "")
+                      + (f" — tuned on {tuned}" if tuned else ""))
+    if changes["known"]:
+        (was, now), (mof_was, mof_now) = changes["verdict"], changes["mof_class"]
+        console.print(f"what the catalog changes: commercial use {was} → [bold]{now}[/], MOF {mof_was or 'no class'} "
+                      f"→ [bold]{mof_now or 'no class'}[/], openness index {changes['index'][0]:g} → "
+                      f"{changes['index'][1]:g}")
+        for line in changes["new_risks"] + changes["mof_lost"]:
+            console.print(f"  because: {line}")
     return {"model_card_id": cards.model.card.id, "model_card": str(cards.model.out),
             "data_card_ids": [c.card.id for c in cards.data], "license": terms.license,
             "commercial_use": terms.verdict, "obligations": terms.obligations, "mof_class": openness.mof_class,
-            "openness_index": openness.index_score, "osaid_passes": openness.osaid["passes"]}
+            "openness_index": openness.index_score, "osaid_passes": openness.osaid["passes"],
+            "catalog_changes": changes}
 
 
 def serve_and_ask(model_ref: str, model_name: str, cfg: DemoConfig, console: Reporter) -> tuple[str, str]:

@@ -6,6 +6,7 @@ one metadata database. Access rules: :mod:`kaiyuan.teamhub.context`.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -15,11 +16,14 @@ from fastapi.responses import JSONResponse
 
 from kaiyuan import __version__
 from kaiyuan.errors import KaiyuanError
-from kaiyuan.teamhub import download, search, upload
+from kaiyuan.teamhub import admin, download, search, upload
 from kaiyuan.teamhub.blobs import BlobStore
 from kaiyuan.teamhub.context import Hub, HubError
 from kaiyuan.teamhub.meta import HubDB
 from kaiyuan.teamhub.names import NameError_
+
+# an upload in progress writes its temporary file as its bytes arrive; one untouched this long is a killed server's
+STALE_UPLOAD_SECONDS = 600
 
 
 def header_text(message: str) -> str:
@@ -37,7 +41,8 @@ def create_hub_app(storage: Path, database_url: str | None = None, max_file_byte
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     app = FastAPI(title="kaiyuan hub", version=__version__)
     app.state.hub = Hub(HubDB(url), BlobStore(storage / "blobs", max_bytes=max_file_bytes), storage, max_file_bytes)
-    app.state.hub.blobs.sweep()  # uploads a killed server never finished
+    # uploads a killed server never finished (not the fresh ones: another hub process on this storage may be writing)
+    app.state.hub.blobs.sweep(older_than=time.time() - STALE_UPLOAD_SECONDS)
 
     @app.exception_handler(HubError)
     async def hub_error(_request: Request, exc: HubError) -> JSONResponse:
@@ -60,5 +65,6 @@ def create_hub_app(storage: Path, database_url: str | None = None, max_file_byte
 
     app.include_router(download.router)
     app.include_router(upload.router)
+    app.include_router(admin.router)  # tags, deleting branches and repos, refs
     app.include_router(search.router)
     return app

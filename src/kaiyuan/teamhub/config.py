@@ -6,9 +6,12 @@ Light on purpose (no fastapi, uvicorn or sqlalchemy at import): the CLI reads it
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote
 
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.home import kaiyuan_home
@@ -19,13 +22,18 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_FILE_BYTES = 50 << 30
 STORAGE_HELP = "The hub's folder: blobs/ and, without --database, hub.sqlite (default: KAIYUAN_HOME/hub)."
-DATABASE_HELP = ("Metadata database URL: postgresql://USER@HOST:PORT/DB for a team server (default: SQLite in the "
-                 "storage folder).")
+DATABASE_ENV = "KAIYUAN_HUB_DATABASE"
+QUERY_PASSWORD = re.compile(r"([?&]password=)([^&]*)")
+DATABASE_HELP = ("Metadata database URL: postgresql://USER:PASSWORD@HOST:PORT/DB for a team server (default: "
+                 f"${DATABASE_ENV}, else SQLite in the storage folder). Put a password in {DATABASE_ENV} rather than "
+                 "on the command line, where ps shows it.")
 
 
 @dataclass(frozen=True)
 class HubLocation:
-    """Where a hub keeps its files and its metadata: what ``serve``, ``token`` and ``verify`` all open."""
+    """Where a hub keeps its files and its metadata: what ``serve``, ``token``, ``verify`` and ``gc`` all open.
+    ``database`` None: the URL in ``$KAIYUAN_HUB_DATABASE`` (a password kept out of ``ps``), else SQLite in the
+    storage folder. Messages show the URL only through :meth:`shown_database` (password masked)."""
 
     storage: str | None = None
     database: str | None = None
@@ -36,10 +44,14 @@ class HubLocation:
     def blobs_dir(self) -> Path:
         return self.storage_dir() / "blobs"  # as create_hub_app lays it out
 
+    def configured_database(self) -> str:
+        """The database URL as given: ``database``, else ``$KAIYUAN_HUB_DATABASE``, else the SQLite default."""
+        return self.database or os.environ.get(DATABASE_ENV) or f"sqlite:///{self.storage_dir() / 'hub.sqlite'}"
+
     def database_url(self) -> str:
         """The SQLAlchemy URL of the metadata: ``sqlite:///<storage>/hub.sqlite`` by default; a PostgreSQL URL is
         driven by psycopg (``postgresql+psycopg://``). Other databases are refused."""
-        url = self.database or f"sqlite:///{self.storage_dir() / 'hub.sqlite'}"
+        url = self.configured_database()
         for plain in ("postgresql://", "postgres://"):
             if url.startswith(plain):
                 url = "postgresql+psycopg://" + url.removeprefix(plain)
@@ -52,13 +64,34 @@ class HubLocation:
         return "sqlite" if self.database_url().startswith("sqlite") else "postgresql"
 
     def shown_database(self) -> str:
-        """The database URL without its password, for messages."""
-        url = self.database or f"sqlite:///{self.storage_dir() / 'hub.sqlite'}"
+        """The database URL without its password (``USER:***@``, ``?password=***``), for messages."""
+        url = QUERY_PASSWORD.sub(r"\1***", self.configured_database())
         scheme, sep, rest = url.partition("://")
         credentials, at, host = rest.rpartition("@")
         if sep and at and ":" in credentials:
             return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
         return url
+
+    def passwords(self) -> set[str]:
+        """The password(s) the database URL holds, as written and decoded (none: empty)."""
+        url = self.configured_database()
+        _scheme, sep, rest = url.partition("://")
+        credentials, at, _host = rest.partition("?")[0].rpartition("@")
+        found = {m.group(2) for m in QUERY_PASSWORD.finditer(url)}
+        if sep and at and ":" in credentials:
+            found.add(credentials.split(":", 1)[1])
+        return {form for password in found for form in (password, unquote(password))} - {""}
+
+    def scrub(self, text: str) -> str:
+        """``text`` (a driver's error message, say) with the database password masked, should it hold it."""
+        for password in sorted(self.passwords(), key=len, reverse=True):
+            text = text.replace(password, "***")
+        return text
+
+    def cannot_open(self, exc: BaseException) -> KaiyuanError:
+        """The error for a database that cannot be opened: the URL masked, the driver's reason scrubbed."""
+        cause = getattr(exc, "orig", None) or exc
+        return KaiyuanError(f"database {self.shown_database()}: cannot open it ({self.scrub(str(cause).strip())})")
 
     def open_db(self) -> HubDB:
         """The metadata database (migrated to this kaiyuan's schema), or a clear error naming it."""
@@ -70,9 +103,8 @@ class HubLocation:
         self.storage_dir().mkdir(parents=True, exist_ok=True)
         try:
             return HubDB(url)
-        except sa.exc.SQLAlchemyError as exc:
-            cause = getattr(exc, "orig", None) or exc
-            raise KaiyuanError(f"database {self.shown_database()}: cannot open it ({str(cause).strip()})") from exc
+        except (sa.exc.SQLAlchemyError, ValueError) as exc:  # ValueError: a URL that does not parse (its port)
+            raise self.cannot_open(exc) from exc
 
     def open_blobs(self, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> BlobStore:
         return BlobStore(self.blobs_dir(), max_bytes=max_bytes)
@@ -137,6 +169,17 @@ class HubTokenRmConfig(_Located):
 
 @dataclass
 class HubVerifyConfig(_Located):
+    storage: str | None = storage_field()
+    database: str | None = database_field()
+
+
+@dataclass
+class HubGcConfig(_Located):
+    grace_seconds: float = field(default=3600.0, metadata={
+        "help": "Keep unreferenced blobs and partial uploads younger than this: an upload whose commit has not "
+                "landed yet (LFS objects arrive before the commit that names them) must outlive it."})
+    dry_run: bool = field(default=False, metadata={
+        "flags": ("--dry-run",), "help": "Only report what would be removed and how many bytes that frees."})
     storage: str | None = storage_field()
     database: str | None = database_field()
 

@@ -1,13 +1,16 @@
 """What the hub's routes share: its state, tokens, access rules and Hugging Face-shaped errors.
 
-Access: ``Authorization: Bearer <token>`` as HF clients send it (``HF_TOKEN``). A public repo is readable by anyone;
+Access: ``Authorization: Bearer <token>`` as HF clients send it (``HF_TOKEN``). A signed-in page session (a cookie
+holding a token's hash, :mod:`kaiyuan.web.hub_pages`) counts as that token for reads only. A public repo is readable
+by anyone;
 a private one only with a token for its namespace — without one it does not exist (404, never 403). Writing needs a
 token: none → 401; a read token, or one for another namespace → 403.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import Request
@@ -36,11 +39,18 @@ class Hub:
     blobs: BlobStore
     storage: Path
     max_file_bytes: int
+    # the grant of a signed-in page session (kaiyuan.web.hub_pages sets it): honoured for reads (GET / HEAD) only,
+    # so a browser can download a private repo's files it may see, while every write still needs the header
+    session_grant: Callable[[Request], Token | None] | None = field(default=None)
 
     def grant(self, request: Request) -> Token | None:
         header = request.headers.get("authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        return self.db.check_token(token) if token else None
+        if token:
+            return self.db.check_token(token)
+        if self.session_grant is not None and request.method in ("GET", "HEAD"):
+            return self.session_grant(request)
+        return None
 
     def readable(self, request: Request, repo_id: RepoId) -> Repo:
         """The repo, if this request may see it; else 404 (a private repo without a token for it is not there)."""

@@ -27,11 +27,10 @@ import binascii
 import hashlib
 import json
 import logging
-import os
 import re
 import threading
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -42,7 +41,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from kaiyuan.teamhub.blobs import BlobStore
+from kaiyuan.teamhub.blobs import BlobBackend
 from kaiyuan.teamhub.context import Hub, HubError, hub_state, repo_not_found
 from kaiyuan.teamhub.meta import Commit, Entry, Repo, entries
 from kaiyuan.teamhub.names import NameError_, check_path, repo_id
@@ -141,7 +140,7 @@ def git_blob_sha1(data: bytes) -> str:
 
 
 @lru_cache(maxsize=65536)
-def content_git_sha1(blobs: BlobStore, oid: str) -> str:
+def content_git_sha1(blobs: BlobBackend, oid: str) -> str:
     """git's blob id of a stored blob (read in chunks; remembered, as a blob never changes)."""
     digest = hashlib.sha1(b"blob %d\x00" % blobs.size(oid), usedforsecurity=False)
     for chunk in blobs.read(oid):
@@ -363,18 +362,16 @@ class CorruptBlobError(Exception):
 
 
 VERIFIED_MAX = 65536  # remembered blob checks (a hub holds more blobs: the oldest are forgotten)
-BlobKey = tuple[str, int, int, int]
+BlobKey = Hashable
 _verified: dict[BlobKey, bool] = {}
 _verified_lock = threading.Lock()
 _verifying: dict[BlobKey, threading.Lock] = {}
 
 
-def blob_key(blobs: BlobStore, oid: str) -> BlobKey:
-    """What a blob check is remembered under: the blob's file, its inode, mtime and size (a blob rewritten, in
-    place or replaced, is checked again)."""
-    path = blobs.path(oid)
-    stat = os.stat(path)
-    return str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size
+def blob_key(blobs: BlobBackend, oid: str) -> BlobKey:
+    """What a blob check is remembered under: the blob's stamp (on disk: its file, inode, mtime and size), so a
+    blob rewritten, in place or replaced, is checked again."""
+    return blobs.stamp(oid)
 
 
 def remember(key: BlobKey, intact: bool) -> None:
@@ -384,14 +381,14 @@ def remember(key: BlobKey, intact: bool) -> None:
         _verified[key] = intact
 
 
-def remembered(blobs: BlobStore, oid: str) -> bool | None:
+def remembered(blobs: BlobBackend, oid: str) -> bool | None:
     """What the last check of this blob (as it is now) found; None if it was not checked."""
     key = blob_key(blobs, oid)
     with _verified_lock:
         return _verified.get(key)
 
 
-def blob_intact(blobs: BlobStore, oid: str) -> bool:
+def blob_intact(blobs: BlobBackend, oid: str) -> bool:
     """Whether the stored blob still hashes to ``oid``: re-hashed once per (file, mtime, size), then remembered;
     requests for a blob being checked wait for that one check."""
     key = blob_key(blobs, oid)
@@ -414,7 +411,7 @@ def blob_intact(blobs: BlobStore, oid: str) -> bool:
     return known
 
 
-def checked_chunks(blobs: BlobStore, entry: Entry, commit: Commit) -> Iterator[bytes]:
+def checked_chunks(blobs: BlobBackend, entry: Entry, commit: Commit) -> Iterator[bytes]:
     """The whole blob of ``entry`` in chunks, hashed as they are read; the last chunk is held back until the hash
     is known and, if the bytes no longer match ``entry.blob``, never sent: :class:`CorruptBlobError` is raised
     instead and the connection drops. The outcome is remembered for ranged requests."""

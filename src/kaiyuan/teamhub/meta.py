@@ -157,6 +157,14 @@ def revision_sha(files: Iterable[Entry]) -> str:
     return hashlib.sha1(json.dumps(listing, separators=(",", ":")).encode(), usedforsecurity=False).hexdigest()
 
 
+def shown_url(url: str) -> str:
+    """A database URL fit for messages: its password masked."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url.split("://", 1)[0] + "://…"
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -179,8 +187,8 @@ class HubDB:
             schema_version.create(conn, checkfirst=True)
             current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
             if current > len(MIGRATIONS):
-                raise KaiyuanError(f"{self.url}: written by a newer kaiyuan (schema {current}, this one knows "
-                                   f"{len(MIGRATIONS)})")
+                raise KaiyuanError(f"{shown_url(self.url)}: written by a newer kaiyuan (schema {current}, this one "
+                                   f"knows {len(MIGRATIONS)})")
             for number, tables in enumerate(MIGRATIONS[current:], start=current + 1):
                 for table in tables:
                     table.create(conn, checkfirst=True)
@@ -282,18 +290,50 @@ class HubDB:
                 raise ConflictError(f"{repo.repo_id}@{branch} moved meanwhile (expected {current}): pull and retry")
         return self.resolve(repo, sha) or Commit(sha, current, message, author, now)
 
-    def _set_ref(self, conn: sa.Connection, repo: Repo, name: str, kind: str, sha: str, current: str | None) -> None:
-        if current is None:
-            conn.execute(refs.insert().values(repo_id=repo.id, name=name, kind=kind, sha=sha))
-        else:
-            conn.execute(refs.update().where(refs.c.repo_id == repo.id, refs.c.name == name).values(sha=sha, kind=kind))
-
     def tag(self, repo: Repo, name: str, sha: str) -> None:
+        """Create the tag ``name`` at revision ``sha``: one INSERT, so of two writers racing for a name exactly one
+        wins and neither overwrites the other. A name taken (by a tag or a branch) is :class:`ConflictError`: a tag
+        does not move (delete it, then create it again)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(refs.insert().values(repo_id=repo.id, name=name, kind="tag", sha=sha))
+        except sa.exc.IntegrityError as exc:
+            taken = self.refs(repo).get(name)
+            if taken is None:  # not the name: the repo was deleted meanwhile
+                raise ConflictError(f"{repo.repo_id} was deleted meanwhile") from exc
+            raise ConflictError(f"{repo.repo_id}: {taken[0]} {name!r} exists") from exc
+
+    def delete_ref(self, repo: Repo, name: str, kind: str) -> str | None:
+        """Remove the branch or tag (``kind``) ``name`` in one statement; the sha it pointed at, or None if there
+        was no such ref. A commit racing to move a deleted branch fails its compare-and-set (a conflict)."""
         with self.engine.begin() as conn:
-            current = conn.execute(sa.select(refs.c.sha).where(refs.c.repo_id == repo.id, refs.c.name == name)).scalar()
-            self._set_ref(conn, repo, name, "tag", sha, current)
+            sha = conn.execute(sa.select(refs.c.sha).where(refs.c.repo_id == repo.id, refs.c.name == name,
+                                                           refs.c.kind == kind)).scalar()
+            if sha is None:
+                return None
+            done = conn.execute(refs.delete().where(refs.c.repo_id == repo.id, refs.c.name == name,
+                                                    refs.c.kind == kind))
+            return sha if done.rowcount == 1 else None
+
+    def delete_repo(self, repo_id: RepoId) -> bool:
+        """Remove the repo and all its metadata (refs, commits, their files, its search card) in one transaction;
+        whether it existed. Blobs stay: other repos may hold them too (``kaiyuan hub gc`` collects the rest)."""
+        try:
+            with self.engine.begin() as conn:
+                row = conn.execute(sa.select(repos.c.id).where(
+                    repos.c.repo_type == repo_id.repo_type, repos.c.namespace == repo_id.namespace,
+                    repos.c.name == repo_id.name).with_for_update()).first()  # a commit racing it waits, then fails
+                if row is None:
+                    return False
+                for table in (refs, repo_cards, entries, commits):
+                    conn.execute(table.delete().where(table.c.repo_id == row.id))
+                conn.execute(repos.delete().where(repos.c.id == row.id))
+        except sa.exc.IntegrityError as exc:  # a commit landed between the deletes: nothing was removed
+            raise ConflictError(f"{repo_id} was written meanwhile: delete it again") from exc
+        return True
 
     def blobs_in_use(self) -> set[str]:
+        """The sha256 of every blob some revision of some repo holds (what ``kaiyuan hub gc`` must keep)."""
         with self.engine.connect() as conn:
             return set(conn.execute(sa.select(entries.c.blob).distinct()).scalars())
 
@@ -386,6 +426,17 @@ class HubDB:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(tokens).where(tokens.c.token_hash == offered)).first()
         if row is None or not hmac.compare_digest(row.token_hash, offered):
+            return None
+        return Token(row.name, row.scope, row.namespace)
+
+    def token_by_hash(self, digest: str) -> Token | None:
+        """The grant of the token whose sha256 is ``digest`` (what a signed-in page session holds instead of the
+        token), or None — also once that token is removed. Compared in constant time."""
+        if not isinstance(digest, str) or len(digest) != 64:
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(tokens).where(tokens.c.token_hash == digest)).first()
+        if row is None or not hmac.compare_digest(row.token_hash, digest):
             return None
         return Token(row.name, row.scope, row.namespace)
 

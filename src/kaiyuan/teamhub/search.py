@@ -1,12 +1,15 @@
 """Search over the hub's repos by what their artifacts are: each commit to a repo's ``main`` whose tree holds a
 ``manifest.json`` (what ``kaiyuan push`` puts there: kaiyuan's :class:`~kaiyuan.hub.manifest.Manifest`) indexes
-its kind, name and license, whether that license allows commercial use (:func:`kaiyuan.hub.licenses.
-license_properties`), the task (``config.task``, e.g. the synthetic ``dates``) and the MOF class.
+its kind, name and license, whether it may be used commercially, the task (``config.task``, e.g. the synthetic
+``dates``) and the MOF class.
 
-The MOF class (:mod:`kaiyuan.hub.openness`) is computed from the artifact's whole lineage in a registry, which the
-hub does not have: it is indexed only when the manifest itself records one (``metrics.mof_class`` or
-``config.mof_class``: ``"Class II"``, ``"II"`` or ``2``), else left unknown — and an unknown class never passes a
-``min_mof_class`` filter.
+Commercial use and the MOF class depend on the artifact's whole lineage, which only a registry holds: ``kaiyuan
+push`` records them in ``.kaiyuan/reports.json`` (the license verdict and openness report the pushing registry
+computed). With that file the card takes the verdict (``yes`` → allowed, ``no`` → not, ``risk`` → unknown) and the
+MOF class from it; without it, commercial use is read from the artifact's own license alone (:func:`kaiyuan.hub.
+licenses.license_properties`) and the MOF class from the manifest when it records one (``metrics.mof_class`` or
+``config.mof_class``), else left unknown — and an unknown class never passes a ``min_mof_class`` filter. The hub
+takes the pusher's word for these (a push needs a write token).
 
 ``GET /api/kaiyuan/search?q=…&license_allows=commercial&min_mof_class=II&task=…`` answers the matching repos as
 JSON (private ones only with a token that may read their namespace); ``kaiyuan hub search`` asks the database
@@ -27,6 +30,7 @@ from kaiyuan.hub.licenses import license_properties
 from kaiyuan.hub.manifest import MANIFEST_NAME
 from kaiyuan.teamhub.context import Hub, HubError, hub_state
 from kaiyuan.teamhub.meta import Card, Repo
+from kaiyuan.teamhub.share import REPORTS_FILE
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -61,30 +65,51 @@ def recorded_mof_class(manifest: dict[str, Any]) -> int | None:
     return None
 
 
-def card_fields(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What a card holds, read from a manifest (as a dict)."""
+VERDICT_COMMERCIAL = {"yes": True, "no": False}  # a license report's verdict → commercial use ("risk": unknown)
+
+
+def card_fields(manifest: dict[str, Any], reports: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a card holds, read from a manifest and, when the revision has one, its ``.kaiyuan/reports.json`` (both
+    as dicts; a report naming another artifact is ignored)."""
     license = str(manifest.get("license") or "NOASSERTION")
     config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
     task = config.get("task")
+    commercial, mof_class = license_properties(license).commercial_use, recorded_mof_class(manifest)
+    if reports is not None and reports.get("id") == manifest.get("id"):
+        verdict = reports.get("license") if isinstance(reports.get("license"), dict) else {}
+        if isinstance(verdict.get("verdict"), str):
+            commercial = VERDICT_COMMERCIAL.get(verdict["verdict"])
+        openness = reports.get("openness") if isinstance(reports.get("openness"), dict) else {}
+        if "mof_class" in openness:
+            try:
+                mof_class = parse_mof_class(openness["mof_class"])
+            except KaiyuanError:
+                mof_class = None
     return {"kind": str(manifest.get("kind") or "unknown"), "name": str(manifest.get("name") or ""),
-            "license": license, "commercial": license_properties(license).commercial_use,
-            "mof_class": recorded_mof_class(manifest), "task": task if isinstance(task, str) and task else None}
+            "license": license, "commercial": commercial, "mof_class": mof_class,
+            "task": task if isinstance(task, str) and task else None}
 
 
-def read_manifest(hub: Hub, repo: Repo, sha: str) -> dict[str, Any] | None:
-    """The revision's ``manifest.json`` as a dict; None without one (or one that is not a JSON object)."""
-    entry = next((e for e in hub.db.files(repo, sha) if e.path == MANIFEST_NAME), None)
+def read_json_file(hub: Hub, repo: Repo, sha: str, path: str) -> dict[str, Any] | None:
+    """The revision's file ``path`` as a JSON object; None without one (or one that is too large, unreadable or
+    not a JSON object)."""
+    entry = next((e for e in hub.db.files(repo, sha) if e.path == path), None)
     if entry is None:
         return None
     if entry.size > MAX_MANIFEST:
-        log.warning("%s@%s: %s is %d bytes: not indexed", repo.repo_id, sha, MANIFEST_NAME, entry.size)
+        log.warning("%s@%s: %s is %d bytes: not indexed", repo.repo_id, sha, path, entry.size)
         return None
     try:
         data = json.loads(b"".join(hub.blobs.read(entry.blob)))
     except (OSError, ValueError) as exc:
-        log.warning("%s@%s: %s cannot be read (%s): not indexed", repo.repo_id, sha, MANIFEST_NAME, exc)
+        log.warning("%s@%s: %s cannot be read (%s): not indexed", repo.repo_id, sha, path, exc)
         return None
     return data if isinstance(data, dict) else None
+
+
+def read_manifest(hub: Hub, repo: Repo, sha: str) -> dict[str, Any] | None:
+    """The revision's ``manifest.json`` as a dict; None without one (or one that is not a JSON object)."""
+    return read_json_file(hub, repo, sha, MANIFEST_NAME)
 
 
 def index_revision(hub: Hub, repo: Repo, sha: str) -> Card | None:
@@ -97,7 +122,8 @@ def index_revision(hub: Hub, repo: Repo, sha: str) -> Card | None:
             if head is not None and head.sha == sha:  # main no longer holds an artifact
                 hub.db.drop_card(repo)
             return None
-        if hub.db.set_card(repo, sha, branch=BRANCH, **card_fields(manifest)):
+        reports = read_json_file(hub, repo, sha, REPORTS_FILE)
+        if hub.db.set_card(repo, sha, branch=BRANCH, **card_fields(manifest, reports)):
             return hub.db.card(repo)
     except Exception:  # noqa: BLE001 — a search index failure must not fail a landed commit
         log.exception("%s@%s: indexing for search failed", repo.repo_id, sha)

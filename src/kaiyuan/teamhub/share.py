@@ -5,6 +5,10 @@ Pushing uploads the artifact *and every ancestor it needs* through the Hugging F
 (the target as ``namespace/name``, an ancestor as ``namespace/<its name>``), holding exactly its files, its
 ``manifest.json`` and ``.kaiyuan/lineage.json`` — the id, repo and revision of each of its ancestors.
 
+A model's revision also holds ``.kaiyuan/reports.json``: its license verdict, openness report and lineage graph as
+the pushing registry computes them (:func:`reports_of`) — the hub cannot compute them (it has no registry), so its
+search (``--min-mof-class``, ``--license-allows``) and pages read them from there.
+
 Pulling downloads a revision and, through its lineage file, every ancestor the local registry lacks; checks every
 file against its manifest's sha256 and every manifest against its id; refuses pickle files unless asked; and only
 when *everything* checked out moves the folders into the registry and registers them — a tampered or truncated
@@ -24,14 +28,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kaiyuan import __version__
 from kaiyuan.errors import KaiyuanError
+from kaiyuan.hub.known_models import with_catalog
+from kaiyuan.hub.licenses import license_report
 from kaiyuan.hub.manifest import MANIFEST_NAME, Manifest, file_sha256, load_checked_manifest
+from kaiyuan.hub.openness import openness_report
 from kaiyuan.hub.registry import Artifact, Registry
 from kaiyuan.teamhub.names import check_part, check_path, repo_id
 
 LINEAGE_FILE = ".kaiyuan/lineage.json"
 ATTACHED_FILE = ".kaiyuan/attached.json"  # the target's cards and evaluations (and what they need)
 ATTACHED_KINDS = ("card", "eval")
+REPORTS_FILE = ".kaiyuan/reports.json"  # a model's license verdict, openness and lineage graph, as pushed
+MODEL_KINDS = ("model", "adapter", "export")  # the kinds `kaiyuan openness` grades
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 Report = Callable[[str], None]
 
@@ -88,6 +98,27 @@ def ancestors_first(artifact: Artifact, registry: Registry) -> list[Artifact]:
 
     visit(artifact.id)
     return ordered
+
+
+def reports_of(artifact: Artifact, registry: Registry, repos: dict[str, Shared]) -> bytes:
+    """``.kaiyuan/reports.json`` of a model: ``license`` (:func:`kaiyuan.hub.licenses.license_report`),
+    ``openness`` (:func:`kaiyuan.hub.openness.openness_report`) and ``lineage`` (every ancestor as a node, with the
+    hub repo and revision it was pushed to, and the parent → child edges). Deterministic: the same artifact in the
+    same registry gives the same bytes (so the same revision)."""
+    nodes = {artifact.id: {"id": artifact.id, "kind": artifact.kind, "name": artifact.name, "repo": None,
+                           "revision": None}}
+    edges = []
+    for link in registry.lineage(artifact.id):
+        pushed = repos.get(link["id"])
+        nodes.setdefault(link["id"], {"id": link["id"], "kind": link["kind"], "name": link["name"],
+                                      "repo": pushed.repo if pushed else None,
+                                      "revision": pushed.revision if pushed else None})
+        edges.append({"parent": link["id"], "child": link["child"], "relation": link["relation"]})
+    reports = {"id": artifact.id, "kaiyuan": __version__,
+               "license": license_report(artifact.id, with_catalog(registry)).to_dict(),
+               "openness": openness_report(artifact.id, registry).to_dict(),
+               "lineage": {"nodes": list(nodes.values()), "edges": edges}}
+    return json.dumps(reports, indent=1, sort_keys=True, default=str).encode()
 
 
 def _hf_api(hub_url: str, token: str | None) -> Any:
@@ -186,7 +217,12 @@ def _push(ref: str, target: str, hub_url: str, token: str | None, registry: Regi
                                  for path, source in sorted(ours.items())]
         operations.append(CommitOperationAdd(path_in_repo=LINEAGE_FILE, path_or_fileobj=_listing(
             node.id, "ancestors", lineage)))
-        stale = sorted(present - set(ours) - {LINEAGE_FILE})  # a previous artifact's files in this repo
+        kept = {LINEAGE_FILE}
+        if node.kind in MODEL_KINDS:
+            operations.append(CommitOperationAdd(path_in_repo=REPORTS_FILE,
+                                                 path_or_fileobj=reports_of(node, registry, pushed)))
+            kept.add(REPORTS_FILE)
+        stale = sorted(present - set(ours) - kept)  # a previous artifact's files in this repo
         operations += [CommitOperationDelete(path_in_repo=path) for path in stale]
         if report:
             report(f"pushing {node.name} ({node.id}) → {repo}")

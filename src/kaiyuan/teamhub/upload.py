@@ -6,12 +6,14 @@
 object not stored yet, and a ``verify`` link), then the NDJSON commit ``POST /api/…/commit/REV`` (a header line,
 then one line per added, LFS or deleted file), which lands as one new revision of the branch. Also
 ``create_branch`` (``push_to_hub(revision=…)`` calls it) and ``/api/validate-yaml`` (asked before a README.md).
+Tags, deleting branches and repos, and listing refs: :mod:`kaiyuan.teamhub.admin`.
 
 Writing needs a write token for the repo's namespace (:meth:`kaiyuan.teamhub.context.Hub.writer`). The LFS ``PUT``
 carries no token (the client sends none there), so its link is signed with a key kept in the storage folder. The
 blob store is shared by every repo, so an LFS object counts as this repo's only once its bytes were uploaded to it
 (a marker under ``storage/uploads/``) or one of its branches or tags already holds it: knowing a private file's
-sha256 is not enough to commit it into another repo and download it from there.
+sha256 is not enough to commit it into another repo and download it from there. An LFS object this repo already
+holds is freshened when the batch API or a commit names it again, so ``kaiyuan hub gc`` counts it as young.
 
 Xet: ``huggingface_hub`` uploads LFS-mode files through Xet whenever the ``hf_xet`` package is installed, without
 asking the server; this hub speaks Git LFS only, so uploaders set ``HF_HUB_DISABLE_XET=1`` (the Xet token route
@@ -71,6 +73,7 @@ COMMIT_RETRIES = 3  # a commit without parentCommit is replayed on a branch that
 LFS_JSON = "application/vnd.git-lfs+json"
 BRANCH = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._/-]{0,253}[A-Za-z0-9_])?$")
 HEX = re.compile(r"^[0-9a-f]{7,40}$")
+UPLOADS = "uploads"  # storage/uploads/<type>/<namespace>/<name>/<oid>: the LFS objects uploaded to each repo
 COMMIT_OID = re.compile(r"^[0-9a-f]{40}$")
 MOVED = "A commit has happened since. Please refresh and try again."  # the Hub's 412 message
 NO_XET = ("This hub speaks the Git LFS upload protocol, not Xet: set HF_HUB_DISABLE_XET=1 (or uninstall hf_xet) "
@@ -191,15 +194,6 @@ def wants_private(body: dict[str, Any]) -> bool:
     if visibility not in (None, "public", "private") or not isinstance(private, bool | None):
         raise HubError(400, f"visibility {visibility!r}: expected public or private", "BadRequest")
     return visibility == "private" or private is True
-
-
-@router.api_route("/api/repos/delete", methods=["DELETE", "POST"])
-async def delete_repo(request: Request) -> None:
-    """``HfApi.delete_repo``: not offered over HTTP (a refusal, not a silent 404 that ``missing_ok`` swallows)."""
-    body = await json_body(request)
-    organization = body.get("organization")
-    hub_state(request).writer(request, organization if isinstance(organization, str) else "")
-    raise HubError(501, "This hub does not delete repos over the API: ask its administrator.", "NotImplemented")
 
 
 @router.post("/api/validate-yaml")
@@ -356,7 +350,8 @@ def batch_object(hub: Hub, owner: Ownership, base: str, rid: RepoId, item: Any) 
     size = announced_size(item.get("size"), f"LFS object {oid}")
     if size > hub.max_file_bytes:
         raise too_large(hub, f"LFS object {oid}", size)
-    if owner.holds(oid) and hub.blobs.size(oid) == size:
+    # about to be committed: touched, so young again for the garbage collector (else it is uploaded anew)
+    if owner.holds(oid) and hub.blobs.size(oid) == size and hub.blobs.touch(oid):
         return {"oid": oid, "size": size}
     upload, verify = link(hub, base, "upload", rid, oid, size), link(hub, base, "verify", rid, oid, size)
     return {"oid": oid, "size": size, "authenticated": True,
@@ -390,8 +385,13 @@ class Ownership:
         return oid in self._held
 
 
+def markers_dir(storage: Path, rid: RepoId) -> Path:
+    """Where the markers of the LFS objects uploaded to ``rid`` are kept."""
+    return storage / UPLOADS / rid.repo_type / rid.namespace / rid.name
+
+
 def marker(hub: Hub, rid: RepoId, oid: str) -> Path:
-    return hub.storage / "uploads" / rid.repo_type / rid.namespace / rid.name / oid
+    return markers_dir(hub.storage, rid) / oid
 
 
 def mark(hub: Hub, rid: RepoId, oid: str) -> None:
@@ -692,7 +692,8 @@ def lfs_file(hub: Hub, owner: Ownership, number: int, path: str, value: dict[str
         raise HubError(400, f"commit line {number} (lfsFile {path}): algo {value.get('algo')!r}: expected sha256",
                        "BadRequest")
     oid = field_str(number, "lfsFile", value, "oid")
-    if not owner.holds(lfs_oid(oid)):
+    # named by a commit about to land: touched, so young again for the garbage collector
+    if not owner.holds(lfs_oid(oid)) or not hub.blobs.touch(oid):
         raise HubError(400, f"commit line {number} (lfsFile {path}): LFS object {oid} is not in this repo: "
                             "upload the LFS object first (the LFS batch API)", "BadRequest")
     size = hub.blobs.size(oid)
@@ -736,10 +737,15 @@ def commit_target(hub: Hub, repo: Repo, revision: str) -> Target:
 def check_branch(hub: Hub, repo: Repo, name: str) -> None:
     if hub.db.resolve(repo, name) is not None:
         raise HubError(400, f"{name!r} is a commit: commit to a branch", "BadRequest")
+    check_ref_name(name, "branch")
+
+
+def check_ref_name(name: str, kind: str) -> None:
+    """A new branch's or tag's (``kind``) name: 400 unless it is one git and the Hub allow, and no sha prefix."""
     if name.startswith("refs/"):
         raise HubError(400, f"revision {name!r}: this hub has no pull requests or special refs", "BadRequest")
     if not BRANCH.fullmatch(name) or ".." in name or "//" in name or name.endswith(".lock") or HEX.fullmatch(name):
-        raise HubError(400, f"branch name {name!r}: use letters, digits, '-', '_', '.' and '/' (not a hex sha)",
+        raise HubError(400, f"{kind} name {name!r}: use letters, digits, '-', '_', '.' and '/' (not a hex sha)",
                        "BadRequest")
 
 

@@ -17,7 +17,7 @@ from kaiyuan.data.templates import render
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.manifest import Parent
 from kaiyuan.hub.registry import Artifact, Registry
-from kaiyuan.models import resolve_model
+from kaiyuan.models import load_tokenizer, resolve_model
 from kaiyuan.progress import progress_bar
 from kaiyuan.train.common import (
     TrainOptions,
@@ -46,12 +46,12 @@ class RewardConfig(TrainOptions):
 def load_reward_model(ref: str | Artifact, registry: Registry | None = None) -> tuple[Any, Any, Artifact]:
     """A reward model, its tokenizer and artifact (the model returns one logit: the reward)."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
     artifact = ref if isinstance(ref, Artifact) else resolve_model(ref, registry)
     model = AutoModelForSequenceClassification.from_pretrained(artifact.path, num_labels=1, dtype=torch.float32,  # nosec B615: a local artifact directory
                                                                use_safetensors=True)
-    tokenizer = AutoTokenizer.from_pretrained(artifact.path)  # nosec B615: a local artifact directory
+    tokenizer = load_tokenizer(artifact.path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -6,12 +6,18 @@ Edges run from parent to child, left to right: a node's column is the length of 
 it, so a base model sits left of its adapter, the adapter left of the merge, the merge left of its exports; a
 dataset is drawn in the column just before the first artifact trained on it (beside that artifact's base) and
 styled apart (``node dataset``). Each node links to its page. Every name and id is escaped (``Markup.format``).
+A lineage recorded as nodes and edges — what ``kaiyuan push`` writes into a hub revision's
+``.kaiyuan/reports.json`` — is drawn the same way (:func:`graph_from_dict`, :func:`graph_svg`), each node linking
+where the caller says (the hub's pages: the node's repo).
 """
 
 from __future__ import annotations
 
+import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from markupsafe import Markup
 
@@ -90,6 +96,43 @@ def lineage_graph(artifact: Artifact, registry: Registry) -> Graph:
     return Graph(nodes, list(edges.values()))
 
 
+MAX_NODES, MAX_EDGES = 300, 2000  # a pushed lineage larger than this is not drawn
+KIND = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def _text(value: Any, limit: int = 255) -> str | None:
+    return value[:limit] if isinstance(value, str) and value else None
+
+
+def graph_from_dict(data: Any, current: str | None = None) -> Graph:
+    """The graph of a lineage recorded as ``{"nodes": [{"id", "kind", "name", …}], "edges": [{"parent", "child",
+    "relation"}]}`` (what ``kaiyuan push`` writes into ``.kaiyuan/reports.json``); ``current`` is drawn as the node
+    the page is about. The data is untrusted: nodes without a string id and edges between unknown nodes are left
+    out; a kind that is not a plain word becomes ``unknown``; :class:`ValueError` when it is not such a dict at all
+    or too large to draw."""
+    if not isinstance(data, dict) or not all(isinstance(data.get(key), list) for key in ("nodes", "edges")):
+        raise ValueError("expected {nodes: [...], edges: [...]}")
+    if len(data["nodes"]) > MAX_NODES or len(data["edges"]) > MAX_EDGES:
+        raise ValueError(f"{len(data['nodes'])} nodes and {len(data['edges'])} edges: too many to draw")
+    nodes: dict[str, Node] = {}
+    for item in data["nodes"]:
+        node_id = _text(item.get("id")) if isinstance(item, dict) else None
+        if node_id is None or node_id in nodes:
+            continue
+        kind = item.get("kind") if isinstance(item.get("kind"), str) and KIND.fullmatch(item["kind"]) else "unknown"
+        nodes[node_id] = Node(node_id, _text(item.get("name")) or node_id, kind, current=node_id == current)
+    edges: dict[tuple[str, str], Edge] = {}
+    for item in data["edges"]:
+        if not isinstance(item, dict):
+            continue
+        parent, child = _text(item.get("parent")), _text(item.get("child"))
+        if parent is not None and child is not None and parent in nodes and child in nodes and parent != child:
+            _add_edge(edges, parent, child, _text(item.get("relation"), 64) or "?")
+    if not nodes:
+        raise ValueError("no nodes")
+    return Graph(nodes, list(edges.values()))
+
+
 def _columns(graph: Graph) -> None:
     """Column = longest chain of parents; a dataset moves right to just before its first consumer."""
     memo: dict[str, int] = {}
@@ -150,7 +193,7 @@ def _short(text: str, limit: int = NAME_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _node(node: Node) -> Markup:
+def _node(node: Node, href: str | None) -> Markup:
     classes = " ".join(["node", node.kind] + (["current"] if node.current else []) + (["missing"] if node.missing
                                                                                        else []))
     body = Markup(
@@ -160,9 +203,9 @@ def _node(node: Node) -> Markup:
         '<text class="node-id" x="{tx}" y="{ty2}">{id}</text></g>'
     ).format(classes=classes, id=node.id, kind=node.kind, name=node.name, short=_short(node.name), x=node.x,
              y=node.y, w=NODE_W, h=NODE_H, tx=node.x + 10, ty1=node.y + 19, ty2=node.y + 36)
-    if node.missing:
+    if href is None:
         return body
-    return Markup('<a href="/models/{id}" class="node-link">{body}</a>').format(id=node.id, body=body)
+    return Markup('<a href="{href}" class="node-link">{body}</a>').format(href=href, body=body)
 
 
 def _edge(edge: Edge, graph: Graph) -> Markup:
@@ -184,15 +227,24 @@ def _edge(edge: Edge, graph: Graph) -> Markup:
              c2=x2 - bend, cy1=cy1, cy2=cy2, mx=(x1 + x2) // 2, my=mid_y)
 
 
+def registry_link(node: Node) -> str | None:
+    """Where a node of a registry lineage links: its artifact's page (nowhere for one not in the registry)."""
+    return None if node.missing else f"/models/{node.id}"
+
+
 def lineage_svg(artifact: Artifact, registry: Registry) -> Markup:
     """The drawing of ``artifact``'s lineage (an ``<svg class="lineage">`` element), safe to put in a page."""
-    graph = lineage_graph(artifact, registry)
+    return graph_svg(lineage_graph(artifact, registry), artifact.name, registry_link)
+
+
+def graph_svg(graph: Graph, name: str, link: Callable[[Node], str | None]) -> Markup:
+    """The drawing of ``graph`` (the lineage of ``name``), each node linking to ``link(node)`` (None: no link)."""
     width, height = layout(graph)
     edges = Markup("").join(_edge(e, graph) for e in graph.edges)
-    nodes = Markup("").join(_node(n) for n in sorted(graph.nodes.values(), key=lambda n: (n.column, n.row)))
+    nodes = Markup("").join(_node(n, link(n)) for n in sorted(graph.nodes.values(), key=lambda n: (n.column, n.row)))
     return Markup(
         '<svg class="lineage" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" '
         'role="img" aria-labelledby="lineage-title"><title id="lineage-title">Lineage of {name}</title>'
         '<defs><marker id="lineage-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
         'orient="auto"><path class="arrow" d="M0,0 L10,5 L0,10 z"></path></marker></defs>{edges}{nodes}</svg>'
-    ).format(w=width, h=height, name=artifact.name, edges=edges, nodes=nodes)
+    ).format(w=width, h=height, name=name, edges=edges, nodes=nodes)

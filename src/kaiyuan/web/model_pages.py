@@ -27,6 +27,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.card import eval_result, evaluations, render_data_card, render_model_card
+from kaiyuan.hub.known_models import with_catalog
 from kaiyuan.hub.licenses import LicenseReport, license_report
 from kaiyuan.hub.manifest import KINDS
 from kaiyuan.hub.openness import CARD_FILE, OpennessReport, card_of, openness_report
@@ -198,7 +199,7 @@ def openness_of(artifact: Artifact, registry: Registry) -> tuple[OpennessReport 
 
 def license_of(artifact: Artifact, registry: Registry) -> tuple[LicenseReport | None, str]:
     try:
-        return license_report(artifact.id, registry), ""
+        return license_report(artifact.id, with_catalog(registry)), ""
     except KaiyuanError as exc:
         return None, str(exc)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from kaiyuan.errors import KaiyuanError
 from kaiyuan.hub.registry import Artifact, Registry
-from kaiyuan.models import base_of, load_model, resolve_model
+from kaiyuan.models import base_of, load_model, load_tokenizer, resolve_model
 from kaiyuan.serve.engines.base import Embedding, Generation, SamplingParams, StreamEvent
 from kaiyuan.serve.engines.transformers_engine import TransformersEngine
 
@@ -96,11 +96,10 @@ class AdapterEngine:
 
 def _adapter_tokenizer(adapter: Artifact, base_tokenizer: Any) -> Any:
     """The adapter's own tokenizer when it ships one (its chat template may differ), else the base's."""
-    from transformers import AutoTokenizer
 
     if not (adapter.path / "tokenizer_config.json").is_file():
         return base_tokenizer
-    tokenizer = AutoTokenizer.from_pretrained(adapter.path)  # nosec B615: a local artifact directory
+    tokenizer = load_tokenizer(adapter.path)
     if len(tokenizer) != len(base_tokenizer):
         raise KaiyuanError(f"adapter {adapter.name!r} changes the vocabulary ({len(tokenizer)} tokens, the base has "
                            f"{len(base_tokenizer)}); it cannot share the base model with other adapters")

@@ -1,0 +1,1 @@
+"""Catalog of the world's open models: their licenses and openness, imported from published catalogs."""
