@@ -148,6 +148,9 @@ def test_the_smollm2_base_is_known_down_to_its_pretraining_corpora(home, known):
     datasets = next(c for c in report.mof_components if c["name"] == "Datasets")
     assert "FineWeb-Edu (ODC-By-1.0, dataset)" in datasets["evidence"]
     assert "The Stack" in datasets["evidence"] and not datasets["counts"]  # no single license: what that changes
+    preprocessing = next(c for c in report.mof_components if c["name"] == "Data preprocessing code")
+    assert "FineWeb-Edu ←" not in preprocessing["evidence"]  # kaiyuan did not prepare the base's corpora
+    assert "was prepared by their producers (upstream, not assessed here)" in preprocessing["evidence"]
     [note] = [n for n in report.notes if n.startswith("Known to kaiyuan's catalog")]
     assert "SmolLM2 135M Instruct" in note and "published upstream rather than held in the registry" in note
     terms = license_report(tuned.id, KnownLineage(Registry(), known))
@@ -157,8 +160,8 @@ def test_the_smollm2_base_is_known_down_to_its_pretraining_corpora(home, known):
     assert any(r["kind"] == "naming" and "Llama" in r["message"] for r in terms.risks)  # Llama 3.1-written SmolTalk
     changes = what_the_catalog_changes(tuned.id, Registry())  # what the demo prints at its step 8
     assert [k["key"] for k in changes["known"]] == ["smollm2-135m-instruct", "smollm2-135m"]
-    assert changes["verdict"] == ("yes", "risk")
-    assert ("FineWeb-Edu", "ODC-By-1.0") in changes["known"][1]["pretraining_data"]
+    assert changes["verdict"] == ["yes", "risk"]
+    assert ["FineWeb-Edu", "ODC-By-1.0"] in changes["known"][1]["pretraining_data"]
     assert any(line.startswith("OpenAI outputs (OpenAI GPT-4, generator)") for line in changes["new_risks"])
 
 
@@ -229,6 +232,14 @@ def test_the_cli_answers_for_catalog_models_and_mot_files(home, monkeypatch, cap
                                  "--json")
         assert code == 0, err
         assert json.loads(out)["mof"]["classification"]["label"] == "Class I - Open Science Model"
+        code, out, err = run_cli(monkeypatch, capsys, "license", "--mot", str(SHARED / "mot/models/Llama-2-7B.yml"),
+                                 "--json")
+        assert code == 0, err
+        terms = json.loads(out)  # its release names no license; its weights component names Llama 2's
+        assert (terms["verdict"], terms["license"], terms["user_cap"]) == ("yes", "LicenseRef-Llama-2", 700_000_000)
+        assert terms["subject"]["local"]["evidence"] == [{
+            "field": "license", "value": "Llama 2 Community License",
+            "source": "Llama-2-7B.yml: components: Model parameters (Final), line 21"}]
     code, out, err = run_cli(monkeypatch, capsys, "openness", "no-such-model-anywhere")
     assert code == 2 and "is not a registered artifact, a local model folder or .gguf file" in err
 
@@ -279,3 +290,19 @@ def test_reimporting_a_catalog_reports_what_changed_and_a_bad_file_changes_nothi
         import_catalog(copy, "opening-up", home=tmp_path / "home")
     assert path.read_bytes() == before  # nothing half-imported
     assert package_path("opening-up").is_file()
+
+
+@pytest.mark.skipif(not (SHARED / "opening-up" / "projects").is_dir(), reason="needs ../shared/data/openness")
+def test_catalog_show_and_import_commands(home, monkeypatch, capsys, tmp_path):
+    code, out, err = run_cli(monkeypatch, capsys, "catalog", "show", "alpaca")
+    assert code == 0, err
+    assert out.startswith("Stanford Alpaca 7B (alpaca-7b; Stanford CRFM, 2023-03-13")
+    assert "commercial use: no — weights LicenseRef-LLaMA-1" in out and "not legal advice" in out
+    code, out, err = run_cli(monkeypatch, capsys, "catalog", "import", str(SHARED / "opening-up"), "--format",
+                             "opening-up")
+    assert code == 0, err
+    assert out.splitlines()[-1] == "no change against the copy in use before"  # the shipped copy is this one
+    assert (home / "catalog" / "opening-up.json").read_bytes() == package_path("opening-up").read_bytes().replace(
+        b'"source": "../shared/data/openness/opening-up"', f'"source": "{SHARED / "opening-up"}"'.encode())
+    code, out, err = run_cli(monkeypatch, capsys, "catalog", "import", str(tmp_path), "--format", "mot")
+    assert code == 2 and "expected the Model Openness Tool's models/ and rules/ folders" in err

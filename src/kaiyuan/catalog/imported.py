@@ -83,7 +83,9 @@ def read_catalog(directory: str | Path, format: str) -> ImportedCatalog:
         if rules_dir is None or not models_dir.is_dir():
             raise KaiyuanError(f"{root}: expected the Model Openness Tool's models/ and rules/ folders")
         rules = _mot_rules(rules_dir)
-        models = list(mot.load_mot_models(models_dir, rules))
+        # each record named as it is in the tool's repository (models/X.yml), wherever this copy was read from
+        models = [dataclasses.replace(m, path=f"models/{Path(m.path).name}")
+                  for m in mot.load_mot_models(models_dir, rules)]
         return ImportedCatalog(fmt, str(directory), models, rules=rules)
     reader = opening_up if fmt == "opening-up" else osai_index
     records = reader.load_dir(root)

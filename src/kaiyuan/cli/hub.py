@@ -210,9 +210,12 @@ LEVEL_STYLE = {"blocker": "red", "risk": "yellow", "flag": "cyan"}
 
 @dataclass
 class LicenseConfig:
-    model: str = field(metadata={"help": "A registered artifact (id, prefix or name), a local model folder or .gguf "
-                                         "file, or a model of the catalog (alpaca-7b, meta-llama/Llama-3.1-8B).",
-                                 "argument": True})
+    model: str | None = field(default=None, metadata={
+        "help": "A registered artifact (id, prefix or name), a local model folder or .gguf file, or a model of the "
+                "catalog (alpaca-7b, meta-llama/Llama-3.1-8B).", "argument": True})
+    mot: str | None = field(default=None, metadata={
+        "help": "A Model Openness Tool model file (models/*.yml): the terms its release license names, instead of "
+                "MODEL."})
     verbose: bool = field(default=False, metadata={
         "help": "The full report: every input in the chain of evidence, with its license terms.",
         "flags": ("--verbose", "-v")})
@@ -227,15 +230,17 @@ LICENSE_HELP = ("Derive a model's license terms from its lineage: base models, a
 
 def license_command(cfg: LicenseConfig, json_output: bool) -> None:
     """``kaiyuan license MODEL`` (see LICENSE_HELP)."""
-    from kaiyuan.hub.catalog_answers import resolve_subject, subject_license
+    from kaiyuan.hub.catalog_answers import mot_file_subject, resolve_subject, subject_license
 
-    subject = resolve_subject(cfg.model)
+    if (cfg.model is None) == (cfg.mot is None):
+        raise KaiyuanError("name a MODEL, or a Model Openness Tool file with --mot FILE (one of the two)")
+    subject = mot_file_subject(cfg.mot) if cfg.mot is not None else resolve_subject(cfg.model)  # type: ignore[arg-type]
     report = license_report(subject.ref, subject.lineage)
     if json_output:
         print_json(subject_license(subject) if subject.kind != "artifact" else report.to_dict())
         return
     if subject.matched:
-        console.print(f"{cfg.model} {subject.matched}", markup=False, highlight=False)
+        console.print(f"{cfg.model or cfg.mot} {subject.matched}", markup=False, highlight=False)
     print_license_report(report, console, verbose=cfg.verbose)
 
 

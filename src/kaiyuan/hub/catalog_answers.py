@@ -26,6 +26,7 @@ from kaiyuan.errors import KaiyuanError, NotFoundError
 from kaiyuan.hub.known_models import KnownLineage, add_local, catalog_id
 from kaiyuan.hub.licenses import LicenseReport, license_properties, license_report, normalize_license
 from kaiyuan.hub.manifest import atomic_write_bytes
+from kaiyuan.hub.openness import openness_report
 from kaiyuan.hub.registry import Registry
 
 DISCLAIMER = "An engineering reading of recorded licenses and published catalogs, not legal advice."
@@ -224,7 +225,7 @@ def parse_class(value: str | None) -> int | None:
     text = str(value).strip().upper().removeprefix("CLASS").strip()
     number = {"I": 1, "II": 2, "III": 3}.get(text) or (int(text) if text in ("1", "2", "3") else None)
     if number is None:
-        raise KaiyuanError(f"--mof-class {value!r}: expected I, II or III (or 1, 2, 3)")
+        raise KaiyuanError(f"MOF class {value!r}: expected I, II or III (or 1, 2, 3)")
     return number
 
 
@@ -445,6 +446,28 @@ def resolve_subject(ref: str, registry: Registry | None = None, known: Catalog |
                         f"kaiyuan's catalog{names}")
 
 
+def mot_file_subject(path: str | Path, known: Catalog | None = None) -> Subject:
+    """``kaiyuan license --mot FILE``: a Model Openness Tool model file as a model licensed as its release says
+    (``release.license.distribution``), matched to the catalog by its Hugging Face link or name when it can be."""
+    lineage = KnownLineage(None, known)
+    record = mot.load_mot_model(path, lineage.known.rules)
+    distribution = record.license.get("distribution")
+    weights = next((c for c in record.components if c.name == "Model parameters (Final)" and c.license), None)
+    named, where = ((distribution.name, "release.license.distribution") if distribution and distribution.name else
+                    (weights.license, f"components: Model parameters (Final), line {weights.line}") if weights else
+                    (None, "release.license.distribution"))
+    license = normalize_license(named) if named and named != mot.UNLICENSED else None
+    evidence = [{"field": "license", "value": named, "source": f"{Path(path).name}: {where}"}]
+    facts = {"path": str(path), "license": license, "evidence": evidence, "names": [record.name], "base_models": []}
+    hub = hub_id_of(record.huggingface)
+    model = next((m for m in (lineage.known.find(hub) if hub else None, lineage.known.find(record.name)) if m), None)
+    if model is not None:  # a model the catalog knows: its lineage, with the file's own claim beside it
+        return Subject("catalog", catalog_id(model.key), lineage, model, facts,
+                       f"is {model.key} in the catalog (by its name or Hugging Face link)")
+    made = add_local(lineage, record.name, license, None, evidence)
+    return Subject("local", made.id, lineage, None, facts, None)
+
+
 def subject_license(subject: Subject) -> dict[str, Any]:
     """``kaiyuan license --json``: the report, and for what is not registered, what it was matched to."""
     report = license_report(subject.ref, subject.lineage).to_dict()
@@ -483,12 +506,14 @@ def _why_not(evidence: str) -> str:
     return evidence[evidence.index(marker) + 2:] if marker in evidence else evidence
 
 
+def _name_of(known: Catalog, key: str | None) -> str | None:
+    return known.models[key].name if key and key in known.models else key
+
+
 def what_the_catalog_changes(model_id: str, registry: Registry) -> dict[str, Any]:
     """A registered model's license verdict and openness read from the registry alone and with kaiyuan's catalog
-    grafted on, and which catalog models its lineage reaches (with the data they were trained on)."""
-    from kaiyuan.catalog.store import Catalog
-    from kaiyuan.hub.openness import openness_report
-
+    grafted on (``[before, after]`` pairs), and which catalog models its lineage reaches (with the data they were
+    trained on). JSON-shaped: the demo's summary.json holds it."""
     alone = KnownLineage(registry, Catalog({}, None, {}))
     grafted = KnownLineage(registry)
     known = [grafted.known.models[node["id"].removeprefix("catalog:")] for node in grafted.lineage(model_id)
@@ -501,11 +526,12 @@ def what_the_catalog_changes(model_id: str, registry: Registry) -> dict[str, Any
         b["name"] == c["name"] and b["class"] == c["class"] and b["counts"] for b in open_before.mof_components)]
     return {
         "known": [{"key": m.key, "name": m.name, "weights": m.weights_license,
-                   "pretraining_data": [(d.get("name"), d.get("license")) for d in m.pretraining_data],
-                   "tuning_data": [(d.get("name"), d.get("license"), d.get("generated_by")) for d in m.tuning_data]}
+                   "pretraining_data": [[d.get("name"), d.get("license")] for d in m.pretraining_data],
+                   "tuning_data": [[d.get("name"), d.get("license"), _name_of(grafted.known, d.get("generated_by"))]
+                                   for d in m.tuning_data]}
                   for m in known],
-        "verdict": (before.verdict, after.verdict), "new_risks": [r["message"] for r in new_risks + new_flags],
-        "mof_class": (open_before.mof_class, open_after.mof_class),
+        "verdict": [before.verdict, after.verdict], "new_risks": [r["message"] for r in new_risks + new_flags],
+        "mof_class": [open_before.mof_class, open_after.mof_class],
         "mof_lost": [f"{c['class']} {c['name']} no longer counts: {_why_not(c['evidence'])}" for c in lost],
-        "index": (open_before.index_score, open_after.index_score),
+        "index": [open_before.index_score, open_after.index_score],
     }

@@ -477,10 +477,15 @@ def _preprocessing_code(f: _Facts) -> Check:
         return Check(False, False, None, "no training datasets recorded in the lineage")
     if not f.trained:
         return Check(False, False, None, "no training by kaiyuan recorded: how the data was prepared is unknown")
-    sources = ", ".join(f"{d.name} ← {_of(d).manifest.get('source')}" for d in f.datasets)
-    return Check(True, True, KAIYUAN_LICENSE, f"{_pipeline(f)} normalized every dataset (kaiyuan.data.formats; source "
-                                              f"and format in its manifest) and applied the chat template and loss "
-                                              f"masks in training: {sources}")
+    own = [d for d in f.datasets if _upstream(_of(d)) is None]
+    upstream = [d for d in f.datasets if d not in own]
+    sources = ", ".join(f"{d.name} ← {_of(d).manifest.get('source')}" for d in own)
+    evidence = (f"{_pipeline(f)} normalized every dataset it trained on (kaiyuan.data.formats; source and format in "
+                f"its manifest) and applied the chat template and loss masks in training: {sources}")
+    if upstream:
+        evidence += (f"; the data of the catalog's models ({_names([_of(d) for d in upstream])}) was prepared by "
+                     "their producers (upstream, not assessed here)")
+    return Check(True, True, KAIYUAN_LICENSE, evidence)
 
 
 def _checkpoints(artifact: Artifact, registry: Registry) -> str | None:

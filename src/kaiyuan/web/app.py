@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from kaiyuan.home import kaiyuan_home
 from kaiyuan.serve.users import UserStore
-from kaiyuan.web import arena, chat, compare, leaderboard, login, model_pages
+from kaiyuan.web import arena, catalog_pages, chat, compare, leaderboard, login, model_pages
 from kaiyuan.web.auth import UIAuth, server_secret
 from kaiyuan.web.context import LoginRequired, RateLimited, UIOptions, UIState, api_error
 from kaiyuan.web.guard import UIGuard
@@ -39,7 +39,7 @@ def mount_ui(app: FastAPI, engines: dict[str, Any], options: UIOptions | None = 
     state = UIState(engines, options, store, auth, home, default_max_tokens)
     app.state.ui = state
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    for module in (login, chat, arena, leaderboard, model_pages, compare):
+    for module in (login, chat, arena, leaderboard, model_pages, catalog_pages, compare):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

@@ -32,6 +32,7 @@ from kaiyuan.hub.licenses import LicenseReport, license_report
 from kaiyuan.hub.manifest import KINDS
 from kaiyuan.hub.openness import CARD_FILE, OpennessReport, card_of, openness_report
 from kaiyuan.hub.registry import Artifact, Registry, human_size
+from kaiyuan.web.catalog_pages import known_to_catalog
 from kaiyuan.web.compare import compare_url, eval_groups, has_predictions, primary_metric
 from kaiyuan.web.context import current_user, ui_state
 from kaiyuan.web.lineage_svg import lineage_svg
@@ -216,7 +217,8 @@ def model_page(request: Request, artifact_id: str, user: str = Depends(current_u
     licensed, license_problem = license_of(artifact, registry)
     openness, openness_note = openness_of(artifact, registry)
     return page(request, "model.html", active="models", artifact=artifact, created=created(artifact),
-                lineage=lineage_svg(artifact, registry), license=licensed, license_problem=license_problem,
+                lineage=lineage_svg(artifact, registry), known=known_to_catalog(artifact, registry),
+                license=licensed, license_problem=license_problem,
                 verdict_pill=VERDICT_PILL, risk_pill=RISK_PILL,
                 openness=openness, openness_note=openness_note, card=card_view(artifact, registry),
                 evaluations=eval_rows(artifact, registry), files=artifact_files(artifact),
