@@ -42,6 +42,8 @@ bench: install
 	$(BIN)/python benchmarks/eval_mc_throughput.py
 	$(BIN)/python benchmarks/ui_ttft.py
 	$(BIN)/python benchmarks/hub_throughput.py
+	$(BIN)/python benchmarks/serve_anchors.py
+	$(BIN)/python benchmarks/json_constraint_compare.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -18,6 +18,7 @@ HEAVY = {
     "kaiyuan.serve.streaming", "kaiyuan.serve.engine_set", "kaiyuan.serve.engines.llamacpp_engine",
     "kaiyuan.serve.engines.transformers_engine", "kaiyuan.serve.engines.transformers_batching",
     "kaiyuan.serve.engines.vllm_engine", "kaiyuan.serve.serving_chat", "kaiyuan.serve.serving_completion",
+    "kaiyuan.serve.engines.generation_processors",  # torch, transformers
     "kaiyuan.serve.serving_embedding", "kaiyuan.web.app", "kaiyuan.web.arena", "kaiyuan.web.chat",
     "kaiyuan.web.compare", "kaiyuan.web.leaderboard", "kaiyuan.web.login", "kaiyuan.web.model_pages",
     "kaiyuan.web.hub_pages",

@@ -247,13 +247,17 @@ def license_command(cfg: LicenseConfig, json_output: bool) -> None:
 def _evidence_table(evidence: list[dict]) -> Table:
     table = Table(title="inputs (the chain of evidence)")
     table.add_column("role", overflow="fold")
-    id_column(table, "id", [item["id"] for item in evidence])
+
+    def shown(artifact_id: str) -> str:  # a catalog model's data as the model's key (the path names the data)
+        return artifact_id.split("#", 1)[0]
+
+    id_column(table, "id", [shown(item["id"]) for item in evidence])
     for column in ("path", "license", "commercial", "share-alike", "open"):
         table.add_column(column, overflow="fold")
     for item in evidence:
         props = item["properties"] or {}
         commercial = {True: "yes", False: "no", None: "?"}[props.get("commercial_use")]
-        table.add_row(item["role"] + (f" ({item['via']})" if item["role"] == "data" else ""), item["id"],
+        table.add_row(item["role"] + (f" ({item['via']})" if item["role"] == "data" else ""), shown(item["id"]),
                       Text(item["path_text"]), item["license"] or "missing", commercial,
                       "yes" if props.get("share_alike") else "", "yes" if props.get("open_license") else "")
     return table

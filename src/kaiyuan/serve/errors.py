@@ -12,7 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kaiyuan.serve.engines.base import ContextLengthError, EngineUnavailableError, UnsupportedRequestError
+from kaiyuan.serve.engines.base import (
+    GENERATION_FIELDS,
+    UNAPPLIED_FIELDS,
+    ContextLengthError,
+    EngineUnavailableError,
+    UnsupportedRequestError,
+)
 from kaiyuan.serve.protocol import error_body
 
 ENGINE_ERRORS = (ContextLengthError, UnsupportedRequestError)  # an engine's word that the request cannot be served
@@ -24,6 +30,9 @@ def validation_message(errors: list[Any]) -> tuple[str, str | None]:
     loc = [str(p) for p in first.get("loc", ())[1:]]
     param = ".".join(loc) or None
     kind = first.get("type")
+    if kind == "extra_forbidden" and param in UNAPPLIED_FIELDS:
+        return (f"{param}: this generation_config field is applied by no engine of this server (those applied: "
+                f"{', '.join(GENERATION_FIELDS)})"), param
     if kind == "extra_forbidden":
         return f"Unrecognized request argument supplied: {param}", param
     if kind == "json_invalid":

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from kaiyuan.serve.engines.base import TokenLogprob
+from kaiyuan.serve.engines.base import GENERATION_FIELDS, TokenLogprob
 
 STRICT = ConfigDict(extra="forbid")  # a field we do not apply is refused (400), never silently ignored
 
@@ -155,6 +155,38 @@ class SamplingRequest(BaseModel):
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None  # token id (as a string) → bias in [-100, 100]
     user: str | None = Field(default=None, max_length=256)  # an end user's id, as OpenAI takes it: no effect on output
+    # generation_config fields (not OpenAI's: send them in extra_body), over the model's own; see GENERATION_FIELDS
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=100.0)
+    no_repeat_ngram_size: int | None = Field(default=None, ge=0, le=1024)
+    min_length: int | None = Field(default=None, ge=0)
+    min_new_tokens: int | None = Field(default=None, ge=0)
+    suppress_tokens: list[int] | None = Field(default=None, max_length=4096)
+    begin_suppress_tokens: list[int] | None = Field(default=None, max_length=4096)
+    bad_words_ids: list[list[int]] | None = Field(default=None, max_length=1024)
+    forced_eos_token_id: int | list[int] | None = None
+    eos_token_id: int | list[int] | None = None
+    exponential_decay_length_penalty: tuple[int, float] | None = None
+
+    @field_validator("bad_words_ids")
+    @classmethod
+    def _bad_words(cls, value: list[list[int]] | None) -> list[list[int]] | None:
+        if value is not None and any(not word or len(word) > 256 for word in value):
+            raise ValueError("bad_words_ids takes lists of 1 to 256 token ids")
+        return value
+
+    @field_validator("forced_eos_token_id", "eos_token_id")
+    @classmethod
+    def _token_list(cls, value: int | list[int] | None) -> int | list[int] | None:
+        if isinstance(value, list) and not 1 <= len(value) <= 256:
+            raise ValueError("takes a token id or a list of 1 to 256 token ids")
+        return value
+
+    @field_validator("exponential_decay_length_penalty")
+    @classmethod
+    def _decay(cls, value: tuple[int, float] | None) -> tuple[int, float] | None:
+        if value is not None and (value[0] < 0 or not 1.0 <= value[1] <= 10.0):
+            raise ValueError("takes [start index >= 0, decay factor in [1, 10]]")
+        return value
 
     @field_validator("stop")
     @classmethod
@@ -180,6 +212,10 @@ class SamplingRequest(BaseModel):
 
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+    def generation_fields(self) -> dict[str, Any]:
+        """The GENERATION_FIELDS the request sets (JSON lists as lists; the decay penalty a tuple)."""
+        return {name: getattr(self, name) for name in GENERATION_FIELDS if getattr(self, name, None) is not None}
 
 
 class ChatCompletionRequest(SamplingRequest):

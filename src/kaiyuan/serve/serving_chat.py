@@ -1,5 +1,6 @@
-"""``POST /v1/chat/completions``: ``n`` choices generated one after another (choice *i* with ``seed + i`` when a
-seed is given) and streamed one after another. With tools offered, a streamed reply is held back until it is
+"""``POST /v1/chat/completions``: ``n`` choices generated at once, so that the engine batches them (choice *i* with
+``seed + i`` when a seed is given: the same text as a request of its own with that seed), and streamed as they come,
+interleaved. With tools offered, a streamed reply is held back until it is
 complete (to tell a tool call from text) and then sent as one delta."""
 
 from __future__ import annotations
@@ -7,9 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
-
-from kaiyuan.serve.engines.base import Engine, Generation, StreamEvent, UnsupportedRequestError
+from kaiyuan.serve.engines.base import Engine, StreamEvent, UnsupportedRequestError
 from kaiyuan.serve.engines.json_constraint import compiled_schema
 from kaiyuan.serve.errors import ENGINE_ERRORS, engine_error, error_response
 from kaiyuan.serve.protocol import (
@@ -22,7 +21,16 @@ from kaiyuan.serve.protocol import (
     tool_call_schema,
     usage,
 )
-from kaiyuan.serve.serving_engine import DONE, ChoiceStreams, find_engine, sampling_params, seeded, sse_data
+from kaiyuan.serve.serving_engine import (
+    DONE,
+    ChoiceStreams,
+    find_engine,
+    refuse_generation_fields,
+    run_choices,
+    sampling_params,
+    seeded,
+    sse_data,
+)
 from kaiyuan.serve.streaming import Drain, event_stream
 
 
@@ -57,6 +65,8 @@ async def create_chat_completion(engines: dict[str, Engine], body: ChatCompletio
             return error_response(400, f"response_format: {exc}" if not forced else f"tools: {exc}",
                                   param="tools" if forced else "response_format")
     params.json_schema = schema
+    if (refused := refuse_generation_fields(engine, params)) is not None:
+        return refused
     tool_names = {t["function"]["name"] for t in params.tools or []}
     request_id = completion_id()
 
@@ -67,12 +77,11 @@ async def create_chat_completion(engines: dict[str, Engine], body: ChatCompletio
         return content, calls[:1] if body.parallel_tool_calls is False else calls
 
     if not body.stream:
-        results: list[Generation] = []
-        for i in range(body.n):
-            try:
-                results.append(await run_in_threadpool(engine.generate, messages, seeded(params, i)))
-            except ENGINE_ERRORS as exc:
-                return engine_error(exc, "messages")
+        try:  # the n choices at once: the engine batches them
+            results = await run_choices([lambda i=i: engine.generate(messages, seeded(params, i))
+                                         for i in range(body.n)])
+        except ENGINE_ERRORS as exc:
+            return engine_error(exc, "messages")
         choices = []
         for i, result in enumerate(results):
             content, calls = reply(result.text)
@@ -89,14 +98,14 @@ async def create_chat_completion(engines: dict[str, Engine], body: ChatCompletio
 
     def sse() -> Iterator[str]:
         started: set[int] = set()
-        held: list[StreamEvent] = []  # with tools: the whole reply, to parse once it is complete
+        held: dict[int, list[StreamEvent]] = {}  # with tools: each whole reply, to parse once it is complete
         prompt_tokens = completion_tokens = 0
-        for i, event in streams:
+        for i, event in streams:  # the choices' events as they come, interleaved
             if i not in started:
                 started.add(i)
                 yield sse_data(chat_chunk(request_id, body.model, {"role": "assistant", "content": ""}, index=i))
             if tool_names:
-                held.append(event)
+                held.setdefault(i, []).append(event)
             elif event.text or event.logprobs:
                 yield sse_data(chat_chunk(request_id, body.model, {"content": event.text}, index=i,
                                           logprobs=event.logprobs if body.logprobs else None))
@@ -106,9 +115,9 @@ async def create_chat_completion(engines: dict[str, Engine], body: ChatCompletio
             prompt_tokens, completion_tokens = finish.prompt_tokens, completion_tokens + finish.completion_tokens
             reason = finish.finish_reason
             if tool_names:
-                content, calls = reply("".join(e.text for e in held))
-                logprobs = [lp for e in held for lp in e.logprobs or []] if body.logprobs else None
-                held = []
+                events = held.pop(i, [])
+                content, calls = reply("".join(e.text for e in events))
+                logprobs = [lp for e in events for lp in e.logprobs or []] if body.logprobs else None
                 if calls:
                     reason = "tool_calls"
                     deltas = [{**call, "index": k} for k, call in enumerate(calls)]

@@ -1,13 +1,12 @@
 """``POST /v1/completions``: raw-text completion, for engines that are a
 :class:`~kaiyuan.serve.engines.base.CompletionEngine`. Each prompt gets ``n`` choices (choice *i* with
-``seed + i``), indexed prompt by prompt, and streamed one after another."""
+``seed + i``), indexed prompt by prompt; all of them generated at once, so that the engine batches them, and
+streamed as they come, interleaved."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
-
-from starlette.concurrency import run_in_threadpool
 
 from kaiyuan.serve.engines.base import CompletionEngine, Engine
 from kaiyuan.serve.errors import ENGINE_ERRORS, engine_error, model_not_supported
@@ -19,7 +18,16 @@ from kaiyuan.serve.protocol import (
     text_completion_id,
     usage,
 )
-from kaiyuan.serve.serving_engine import DONE, ChoiceStreams, find_engine, sampling_params, seeded, sse_data
+from kaiyuan.serve.serving_engine import (
+    DONE,
+    ChoiceStreams,
+    find_engine,
+    refuse_generation_fields,
+    run_choices,
+    sampling_params,
+    seeded,
+    sse_data,
+)
 from kaiyuan.serve.streaming import Drain, event_stream
 
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default max_tokens for /v1/completions
@@ -35,6 +43,8 @@ async def create_completion(engines: dict[str, Engine], body: CompletionRequest,
     params = sampling_params(body, body.max_tokens or DEFAULT_COMPLETION_TOKENS, fit_context=body.max_tokens is None)
     params.logprobs = body.logprobs is not None
     params.top_logprobs = body.logprobs or 0
+    if (refused := refuse_generation_fields(engine, params)) is not None:
+        return refused
     prompts = body.prompts()
     jobs = [(p * body.n + i, prompt, seeded(params, i)) for p, prompt in enumerate(prompts)
             for i in range(body.n)]
@@ -42,11 +52,12 @@ async def create_completion(engines: dict[str, Engine], body: CompletionRequest,
 
     if not body.stream:
         choices, prompt_tokens, completion_tokens = [], 0, 0
-        for index, prompt, job_params in jobs:
-            try:
-                result = await run_in_threadpool(engine.complete, prompt, job_params)
-            except ENGINE_ERRORS as exc:
-                return engine_error(exc, "prompt")
+        try:  # every prompt's n choices at once: the engine batches them
+            results = await run_choices([lambda prompt=prompt, job=job: engine.complete(prompt, job)
+                                         for _, prompt, job in jobs])
+        except ENGINE_ERRORS as exc:
+            return engine_error(exc, "prompt")
+        for (index, _, _), result in zip(jobs, results, strict=True):
             if index % body.n == 0:
                 prompt_tokens += result.prompt_tokens
             completion_tokens += result.completion_tokens

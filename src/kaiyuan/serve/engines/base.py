@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -41,6 +41,86 @@ def check_logit_bias(params: SamplingParams, vocab_size: int) -> None:
                                           f"[0, {vocab_size})", param="logit_bias")
 
 
+# --- generation_config.json: the capability contract -------------------------------------------------------------
+#
+# A model's generation_config.json may set more than the request's own sampling parameters. Every field it sets is
+# one of three kinds:
+#
+# * GENERATION_FIELDS: applied to every request by an engine whose ``generation_fields`` names it (both built-in
+#   engines apply all of them, as transformers' own logits processors do), over the prompt and the tokens generated
+#   so far. A request may set them too (``extra_body``), over the model's values; a request setting one the engine
+#   does not apply is refused (400, ``param`` naming the field). ``eos_token_id`` adds tokens that end generation to
+#   the engine's end-of-turn tokens.
+# * REQUEST_FIELDS and INERT_FIELDS: the request's own parameters decide (temperature, top_p, …, as OpenAI's API
+#   has them), or the field does not change what tokens come out (token ids of padding, caching, output options).
+# * anything else (num_beams, typical_p, min_p, sequence_bias, …): applied by no engine. A model setting one is
+#   served with a warning naming it (:func:`split_generation_config`); a request naming one is refused (400).
+
+GENERATION_FIELDS: tuple[str, ...] = (
+    "repetition_penalty", "no_repeat_ngram_size", "min_length", "min_new_tokens", "suppress_tokens",
+    "begin_suppress_tokens", "bad_words_ids", "forced_eos_token_id", "eos_token_id", "exponential_decay_length_penalty",
+)
+REQUEST_FIELDS: tuple[str, ...] = ("do_sample", "temperature", "top_p", "top_k", "max_new_tokens", "max_length",
+                                   "num_return_sequences", "stop_strings")
+INERT_FIELDS: tuple[str, ...] = (
+    "_from_model_config", "transformers_version", "bos_token_id", "pad_token_id", "decoder_start_token_id",
+    "use_cache", "cache_implementation", "cache_config", "max_cache_len", "compile_config", "disable_compile",
+    "prefill_chunk_size", "continuous_batching_config", "return_dict_in_generate", "output_scores", "output_logits",
+    "output_attentions", "output_hidden_states", "remove_invalid_values", "low_memory", "max_time",
+)
+
+# generation_config fields known to be applied by no engine (a request naming one is told so, with the 400)
+UNAPPLIED_FIELDS: tuple[str, ...] = (
+    "num_beams", "num_beam_groups", "diversity_penalty", "length_penalty", "early_stopping", "typical_p", "min_p",
+    "top_h", "epsilon_cutoff", "eta_cutoff", "sequence_bias", "forced_bos_token_id", "encoder_repetition_penalty",
+    "encoder_no_repeat_ngram_size", "penalty_alpha", "guidance_scale", "renormalize_logits", "watermarking_config",
+    "force_words_ids", "constraints", "token_healing", "dola_layers",
+)
+
+
+def split_generation_config(config: Any) -> tuple[dict[str, Any], list[str]]:
+    """The GENERATION_FIELDS a generation config (a transformers ``GenerationConfig``, or a dict) sets away from
+    transformers' defaults, and the names of the fields it sets that no engine applies (to warn about)."""
+    if config is None:
+        return {}, []
+    values = dict(config) if isinstance(config, dict) else config.to_diff_dict()
+    applied = {k: v for k, v in values.items() if k in GENERATION_FIELDS and v is not None}
+    if applied.get("repetition_penalty") == 1.0:
+        del applied["repetition_penalty"]
+    unapplied = sorted(k for k, v in values.items()
+                       if k not in GENERATION_FIELDS + REQUEST_FIELDS + INERT_FIELDS and v is not None)
+    return applied, unapplied
+
+
+def unapplied_warning(model_id: str, fields: list[str]) -> str:
+    return (f"model {model_id}: its generation_config sets {', '.join(fields)}, which no kaiyuan engine applies: "
+            "served without (requests get what the model gives without them)")
+
+
+def check_generation_fields(fields: dict[str, Any], applied: Collection[str], engine: str) -> None:
+    """Refuse a request's generation field the engine does not apply (``applied``: its ``generation_fields``)."""
+    for name in fields:
+        if name not in applied:
+            raise UnsupportedRequestError(f"{name}: the {engine} engine does not apply this generation field",
+                                          param=name)
+
+
+def check_generation_tokens(fields: dict[str, Any], vocab_size: int) -> None:
+    """Refuse generation fields naming tokens the model does not have."""
+    def ids(name: str, value: Any) -> list[int]:
+        if name == "bad_words_ids":
+            return [t for word in value for t in word]
+        if name in ("suppress_tokens", "begin_suppress_tokens", "forced_eos_token_id", "eos_token_id"):
+            return [value] if isinstance(value, int) else list(value)
+        return []
+
+    for name, value in fields.items():
+        for token in ids(name, value):
+            if not 0 <= token < vocab_size:
+                raise UnsupportedRequestError(f"{name} names token {token}, but this model's token ids lie in "
+                                              f"[0, {vocab_size})", param=name)
+
+
 @dataclass
 class SamplingParams:
     max_tokens: int = 256
@@ -57,6 +137,7 @@ class SamplingParams:
     logit_bias: dict[int, float] | None = None  # added to the token's logit before sampling (-100 bans it)
     presence_penalty: float = 0.0  # subtracted from the logit of every token generated so far (OpenAI's rule)
     frequency_penalty: float = 0.0  # times the number of times the token was generated so far
+    generation: dict[str, Any] = field(default_factory=dict)  # GENERATION_FIELDS the request sets (over the model's)
 
 
 @dataclass

@@ -20,7 +20,9 @@ Per request, as the transformers engine does them: log-probabilities (``log_soft
 before the JSON grammar and before temperature / top-k / top-p), JSON-constrained decoding (``json_schema``, through
 a llama.cpp grammar sampler of the request's own, which masks the logits row before sampling; end of generation is
 allowed only once the JSON is complete) and tools (rendered through the chat template, or described in a Hermes-style
-system message when the template does not know ``tools``). The other sequences in the batch are not affected.
+system message when the template does not know ``tools``) and the generation fields a request sets (``extra_body``:
+repetition penalty, no-repeat n-grams, minimum length, suppressed and banned tokens, …, as transformers' own logits
+processors apply them, on the row llama.cpp returns). The other sequences in the batch are not affected.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from kaiyuan.serve.engines.base import (
+    GENERATION_FIELDS,
     STALL_AFTER_S,
     ContextLengthError,
     EngineUnavailableError,
@@ -50,6 +53,8 @@ from kaiyuan.serve.engines.base import (
     StreamEvent,
     TokenLogprob,
     UnsupportedRequestError,
+    check_generation_fields,
+    check_generation_tokens,
     check_logit_bias,
     is_greedy,
 )
@@ -93,6 +98,8 @@ class _Request:
     decoder: Any = None
     trimmer: StopTrimmer | None = None
     grammar: _Grammar | None = None  # the JSON constraint
+    processors: Any = None  # GenerationProcessors: the request's generation fields (transformers' processors)
+    stop_ids: frozenset[int] = frozenset()  # tokens besides end-of-generation ones that end it (eos_token_id)
     aligner: LogprobAligner = field(default_factory=LogprobAligner)  # logprob entries not yet sent
     emitted: int = 0  # characters of text sent
 
@@ -211,6 +218,8 @@ class LlamaCppEngine:
                                               for i in range(self.n_vocab)])
         self._control = self._special & ~self._eog
         self._token_entries: dict[int, tuple[str, list[int]]] = {}
+        self._stop_ids = [int(i) for i in np.flatnonzero(self._eog)]  # the eos list of the generation processors
+        self.generation_defaults: dict[str, Any] = {}  # a GGUF file carries no generation_config.json
 
         cores = os.cpu_count() or 1
         # as llama-cpp-python's Llama(): half the cores for one-token decode steps (the server's own Python threads
@@ -354,8 +363,19 @@ class LlamaCppEngine:
             yield StreamEvent("", Generation("", "length", len(ids), 0, logprobs=[] if params.logprobs else None))
             return
         check_logit_bias(params, self.n_vocab)
+        check_generation_fields(params.generation, self.generation_fields, "llama.cpp")
+        fields = {**self.generation_defaults, **params.generation}
+        check_generation_tokens(fields, self.n_vocab)
+        processors, stop_ids = None, frozenset[int]()
+        if fields:
+            from kaiyuan.serve.engines.generation_processors import generation_processors, stop_ids_with
+
+            stop_list = stop_ids_with(self._stop_ids, fields)
+            stop_ids = frozenset(stop_list)
+            processors = generation_processors(fields, len(ids), params.max_tokens, stop_list)
         seed = None if params.seed is None else params.seed % 2**64  # numpy takes no negative seeds
-        request = _Request(ids, params, np.random.default_rng(seed), grammar=grammar)
+        request = _Request(ids, params, np.random.default_rng(seed), grammar=grammar, processors=processors,
+                           stop_ids=stop_ids)
         with self._submit:
             if self._closed.is_set():
                 raise EngineUnavailableError(f"engine {self.model_id} is closed"
@@ -421,6 +441,8 @@ class LlamaCppEngine:
         self.close()
 
     # -- the scheduler thread ------------------------------------------------------------------------------
+
+    generation_fields = frozenset(GENERATION_FIELDS)  # all of them, as transformers' processors on each row
 
     def _loop(self) -> None:
         try:
@@ -534,7 +556,10 @@ class LlamaCppEngine:
     def _choose(self, request: _Request, logits: np.ndarray) -> tuple[int, TokenLogprob | None]:
         """The next token (sampled within the request's grammar, if any) and, when asked for, its logprob entry."""
         params = request.params
-        scores = adjust_logits(logits, request.generated, params)
+        scores = logits
+        if request.processors:  # on a copy: the logprob entry below is taken from the raw row
+            scores = self._processed(request, logits)
+        scores = adjust_logits(scores, request.generated, params)
         if request.grammar is None:
             token = sample_token(scores, params, request.rng)
         else:
@@ -545,6 +570,17 @@ class LlamaCppEngine:
         if params.logprobs and not self._special[token]:  # end-of-turn and control tokens get no entry
             entry = self._logprob_entry(logits, token, params.top_logprobs)
         return token, entry
+
+    @staticmethod
+    def _processed(request: _Request, logits: np.ndarray) -> np.ndarray:
+        """The request's generation-field processors (transformers' own) applied to a copy of its logits row."""
+        import torch
+
+        processors = request.processors
+        seen = processors.input_ids(request.prompt_ids, request.generated)
+        scores = torch.from_numpy(np.array(logits, dtype=np.float32, copy=True))[None]
+        scores = processors.settle(processors.rest(seen, processors.penalty(seen, scores)))
+        return scores[0].numpy()
 
     def _constrained(self, grammar: _Grammar, logits: np.ndarray, params: SamplingParams,
                      rng: np.random.Generator) -> int:
@@ -598,7 +634,7 @@ class LlamaCppEngine:
         request.completion_tokens += 1
         request.generated.append(token)
         self.stats.tokens_generated += 1
-        if self._eog[token]:
+        if self._eog[token] or token in request.stop_ids:
             return self._finish(request, "stop")
         if entry is not None:
             request.aligner.pending.append(entry)

@@ -5,7 +5,8 @@ Requests wait in a queue. The scheduler takes up to ``max_batch_size`` of them, 
 prefill (attention mask + position ids from the mask, a fresh ``DynamicCache``), then one decode step after another
 for all rows at once. Each row samples on its own (greedy, or temperature / top-k / top-p drawn from its own
 ``torch.Generator`` seeded from the request's seed, so a seeded request gives the same text alone or batched), with
-its own repetition penalty, logits processor (a JSON-schema constraint) and log-probabilities, and stops on its own
+its own generation-config processors (transformers' repetition penalty, n-gram ban, minimum length, …), logits
+processor (a JSON-schema constraint) and log-probabilities, and stops on its own
 stop tokens or token budget. Finished and abandoned rows leave the batch (their cache rows are dropped) and their
 consumers learn at once.
 
@@ -39,6 +40,7 @@ from typing import Any, NamedTuple
 import torch
 
 from kaiyuan.serve.engines.base import SamplingParams, is_greedy
+from kaiyuan.serve.engines.generation_processors import GenerationProcessors
 
 Select = Callable[[Hashable], AbstractContextManager[Any]]
 
@@ -78,7 +80,7 @@ class BatchRequest:
     stop_ids: Collection[int]
     group: Hashable = None
     constraint: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-    repetition_penalty: float = 1.0
+    processors: GenerationProcessors | None = None  # the generation-config fields (repetition penalty, n-grams, …)
     generated: list[int] = field(default_factory=list)
     finish_reason: str | None = None  # "stop" (a stop token) | "length", once finished
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -357,12 +359,13 @@ class BatchScheduler:
             return False
         try:
             scores = logits.float()
-            if request.repetition_penalty != 1.0:
-                seen = torch.tensor(request.prompt_ids + request.generated, device=scores.device)
-                picked = scores.gather(0, seen)
-                penalty = request.repetition_penalty
-                scores = scores.scatter(0, seen, torch.where(picked < 0, picked * penalty, picked / penalty))
+            processors = request.processors
+            if processors:  # transformers' own processors, on this row alone (its ids unpadded)
+                seen = processors.input_ids(request.prompt_ids, request.generated, scores.device)
+                scores = processors.penalty(seen, scores[None])[0]
             row = torch.log_softmax(scores, dim=-1) if request.params.logprobs else None
+            if processors:
+                scores = processors.settle(processors.rest(seen, scores[None])[0])
             scores = adjust_logits(scores, request.generated, request.params)
             if request.constraint is not None:
                 generated = torch.tensor([request.generated], dtype=torch.long)

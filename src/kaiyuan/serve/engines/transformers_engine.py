@@ -8,15 +8,21 @@ Generation runs on a :class:`~kaiyuan.serve.engines.transformers_batching.BatchS
 forward passes (up to ``max_batch_size`` sequences; newcomers join a running batch). The caller's thread turns the
 token ids it sends into text, cuts it at stop strings and lines log-probabilities up with the text.
 
+The model's generation_config fields that shape the output (``GENERATION_FIELDS`` of
+:mod:`~kaiyuan.serve.engines.base`: repetition penalty, no-repeat n-grams, minimum length, suppressed and banned
+tokens, …) apply to every request, through transformers' own logits processors; a request may set them too.
+
 Log-probabilities are ``log_softmax`` of the logits the model returns (after the repetition penalty the model's
-generation config asks for, if any), taken before the JSON constraint and before temperature / top-k / top-p, so
-they are the model's own distribution, as OpenAI reports them, whatever the sampling settings.
+generation config or the request asks for, if any), taken before the other generation-config processors, the JSON
+constraint and temperature / top-k / top-p, so they are the model's own distribution, as OpenAI reports them,
+whatever the sampling settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -25,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from kaiyuan.data.templates import chat_template_of, end_of_turn_token_ids, prompt_text
 from kaiyuan.models import load_model
 from kaiyuan.serve.engines.base import (
+    GENERATION_FIELDS,
     STALL_AFTER_S,
     ContextLengthError,
     Embedding,
@@ -33,7 +40,11 @@ from kaiyuan.serve.engines.base import (
     StreamEvent,
     TokenLogprob,
     UnsupportedRequestError,
+    check_generation_fields,
+    check_generation_tokens,
     check_logit_bias,
+    split_generation_config,
+    unapplied_warning,
 )
 from kaiyuan.serve.engines.chat_messages import (
     LogprobAligner,
@@ -141,8 +152,11 @@ class TransformersEngine:
         self.model_id = model_id
         self.context_length = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
         self.stop_token_ids = end_of_turn_token_ids(tokenizer)
-        generation_config = getattr(model, "generation_config", None)
-        self.repetition_penalty = float(getattr(generation_config, "repetition_penalty", None) or 1.0)
+        # the model's generation_config fields applied to every request (GENERATION_FIELDS); the others it sets are
+        # applied by no engine: warned about once, here
+        self.generation_defaults, unapplied = split_generation_config(getattr(model, "generation_config", None))
+        if unapplied:
+            warnings.warn(unapplied_warning(model_id, unapplied), UserWarning, stacklevel=2)
         self.adapter = adapter
         self._lock = threading.Lock()
         from kaiyuan.serve.engines.transformers_batching import BatchScheduler
@@ -151,6 +165,7 @@ class TransformersEngine:
                                                      name=model_id)
 
     stall_after_s = STALL_AFTER_S
+    generation_fields = frozenset(GENERATION_FIELDS)  # all of them, as transformers' processors in the decode loop
 
     def health(self) -> str | None:
         return self.scheduler.health(self.stall_after_s)
@@ -290,18 +305,25 @@ class TransformersEngine:
             yield Piece(text[sent:], len(ids), entries)
 
     def _run(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[StreamEvent]:
+        from kaiyuan.serve.engines.generation_processors import generation_processors, stop_ids_with
         from kaiyuan.serve.engines.transformers_batching import BatchRequest
 
         if params.max_tokens <= 0:
             yield StreamEvent("", Generation("", "length", len(prompt_ids), 0,
                                              logprobs=[] if params.logprobs else None))
             return
-        check_logit_bias(params, self.model.get_output_embeddings().weight.shape[0])
+        vocab_size = self.model.get_output_embeddings().weight.shape[0]
+        check_logit_bias(params, vocab_size)
+        check_generation_fields(params.generation, self.generation_fields, "transformers")
+        fields = {**self.generation_defaults, **params.generation}
+        check_generation_tokens(fields, vocab_size)
+        stop_ids = stop_ids_with(self.stop_token_ids, fields)
         node = compiled_schema(params.json_schema) if params.json_schema is not None else None
         constraint = None if node is None else JsonLogitsProcessor(
-            self.json_index, self.vocab.texts, node, 0, params.max_tokens, self.stop_token_ids)
-        request = BatchRequest(prompt_ids, params, set(self.stop_token_ids), group=self.adapter,
-                               constraint=constraint, repetition_penalty=self.repetition_penalty)
+            self.json_index, self.vocab.texts, node, 0, params.max_tokens, stop_ids)
+        processors = generation_processors(fields, len(prompt_ids), params.max_tokens, stop_ids) if fields else None
+        request = BatchRequest(prompt_ids, params, set(stop_ids), group=self.adapter, constraint=constraint,
+                               processors=processors)
         trimmer = StopTrimmer(params.stop)
         aligner = LogprobAligner()
         emitted = tokens = 0

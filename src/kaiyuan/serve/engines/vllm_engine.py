@@ -3,7 +3,8 @@
 vLLM is imported lazily (it is not a dependency and needs a CUDA GPU). This uses vLLM's offline ``LLM`` class:
 requests are run one at a time under a lock, and ``stream`` yields the whole generation as one event (no
 token-by-token streaming yet). LoRA adapters are served with ``enable_lora`` and a ``LoRARequest`` per call.
-JSON-schema constraints, tools and logprobs are not supported here (UnsupportedRequestError).
+JSON-schema constraints, tools, logprobs and the generation fields of a request (``GENERATION_FIELDS``) are not
+supported here (UnsupportedRequestError).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from kaiyuan.serve.engines.base import (
     SamplingParams,
     StreamEvent,
     UnsupportedRequestError,
+    check_generation_fields,
 )
 
 VLLM_MISSING = "the vLLM engine needs a CUDA GPU and `pip install vllm`"
@@ -40,6 +42,8 @@ def vllm_available() -> bool:
 
 
 class VLLMEngine:
+    generation_fields: frozenset[str] = frozenset()  # none of GENERATION_FIELDS yet: a request setting one is refused
+
     def __init__(self, llm: Any, tokenizer: Any, model_id: str, lora: Any = None) -> None:
         self.llm = llm
         self.tokenizer = tokenizer
@@ -74,6 +78,7 @@ class VLLMEngine:
             raise UnsupportedRequestError("the vLLM engine does not support JSON schemas or tools yet")
         if params.logprobs:
             raise UnsupportedRequestError("the vLLM engine does not report logprobs yet")
+        check_generation_fields(params.generation, self.generation_fields, "vLLM")
         max_tokens = params.max_tokens
         room = self.context_length - prompt_tokens
         if params.fit_context and room > 0:
