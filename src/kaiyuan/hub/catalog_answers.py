@@ -500,7 +500,7 @@ def subject_openness(subject: Subject) -> dict[str, Any]:
 # --------------------------------------------------------------------------------- what the catalog changes
 
 
-def _why_not(evidence: str) -> str:
+def why_not(evidence: str) -> str:
     """The reason part of a component's evidence (what is not open), else the evidence itself."""
     marker = "; not under an open"
     return evidence[evidence.index(marker) + 2:] if marker in evidence else evidence
@@ -532,6 +532,6 @@ def what_the_catalog_changes(model_id: str, registry: Registry) -> dict[str, Any
                   for m in known],
         "verdict": [before.verdict, after.verdict], "new_risks": [r["message"] for r in new_risks + new_flags],
         "mof_class": [open_before.mof_class, open_after.mof_class],
-        "mof_lost": [f"{c['class']} {c['name']} no longer counts: {_why_not(c['evidence'])}" for c in lost],
+        "mof_lost": [f"{c['class']} {c['name']} no longer counts: {why_not(c['evidence'])}" for c in lost],
         "index": [open_before.index_score, open_after.index_score],
     }

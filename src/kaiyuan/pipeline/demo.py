@@ -20,7 +20,7 @@ from kaiyuan.errors import KaiyuanError
 from kaiyuan.evaluate.generation import ExactMatchConfig, run_exact_match
 from kaiyuan.home import kaiyuan_home
 from kaiyuan.hub.card import write_cards
-from kaiyuan.hub.catalog_answers import what_the_catalog_changes
+from kaiyuan.hub.catalog_answers import what_the_catalog_changes, why_not
 from kaiyuan.hub.known_models import with_catalog
 from kaiyuan.hub.licenses import license_report
 from kaiyuan.hub.manifest import atomic_write_json
@@ -207,8 +207,11 @@ def describe_openness(model_id: str, registry: Registry, console: Reporter) -> d
     console.print(f"openness: [bold]MOF {openness.mof_class or 'no class'}[/] ({progress}); openness index "
                   f"{openness.index_score:g}/{openness.index_max}; OSAID: "
                   f"{'passes' if openness.osaid['passes'] else 'does not pass'}")
+    shown: set[tuple[str, str]] = set()  # the classes are cumulative: a component missing below is missing above
     for component in (c for p in openness.progress.values() for c in p["missing"]):
-        console.print(f"  missing ({component['class']}): {component['name']}: {component['reason']}")
+        if (component["class"], component["name"]) not in shown:
+            shown.add((component["class"], component["name"]))
+            console.print(f"  missing ({component['class']}): {component['name']}: {why_not(component['reason'])}")
     changes = what_the_catalog_changes(model_id, registry)
     for known in changes["known"]:
         data = "; ".join(f"{name} ({license})" for name, license in known["pretraining_data"])
