@@ -186,26 +186,9 @@ class KnownLineage:
         return self.registry.children(artifact_id, relation, kind)
 
     def lineage(self, artifact_id: str) -> list[dict[str, Any]]:
-        """As :meth:`kaiyuan.hub.registry.Registry.lineage`, through the grafted parents."""
-        chain: list[dict[str, Any]] = []
-        seen: set[tuple[str, str]] = set()
-        frontier = [(artifact_id, 0)]
-        while frontier:
-            child, depth = frontier.pop(0)
-            for parent_id, relation in self.parents(child):
-                if (parent_id, child) in seen:
-                    continue
-                seen.add((parent_id, child))
-                parent = self.find_id(parent_id)
-                node = {"id": parent_id, "child": child, "relation": relation, "depth": depth + 1}
-                if parent is None:
-                    node.update(kind=None, name=None, license=None, sha256=None, missing=True)
-                else:
-                    node.update(kind=parent.kind, name=parent.name, license=parent.license, sha256=parent.sha256,
-                                source=parent.manifest.get("source"))
-                    frontier.append((parent_id, depth + 1))
-                chain.append(node)
-        return chain
+        """:meth:`kaiyuan.hub.registry.Registry.lineage` itself, walking the grafted parents (it only asks
+        ``parents`` and ``find``, which answer here for catalog ids too)."""
+        return Registry.lineage(self, artifact_id)  # type: ignore[arg-type]
 
 
 def with_catalog(registry: Registry | KnownLineage | None) -> KnownLineage:
